@@ -1,0 +1,159 @@
+"WalkCallback inside fastai's loop: optimizers, schedules, mixed precision, accumulation, clipping, freezing, export."
+from functools import partial
+import numpy as np, pytest, torch
+from torch import nn
+from fastcore.test import test_close as close
+from fastai.callback.core import Callback
+from fastai.callback.fp16 import MixedPrecision
+from fastai.callback.schedule import fit_one_cycle, fit_flat_cos  # patches Learner
+from fastai.callback.training import GradientAccumulation, GradientClip
+from fastai.learner import load_learner
+from fastai.optimizer import SGD, Adam, RAdam, Lookahead, OptimWrapper, ranger
+from walkopt.callback import WalkCallback
+from walkopt.test_utils import tiny_learner, ReplayLrs, SnapshotBeforeStep, FailingLoss
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+
+def fit_quietly(learn, n_epoch=1, method='fit', *args, **kwargs):
+    with learn.no_logging(), learn.no_bar(): getattr(learn, method)(n_epoch, *args, **kwargs)
+    return learn
+
+def max_gap(a, b):
+    "Largest difference between two sequences of tensors"
+    return max((x - y).abs().max().item() for x, y in zip(a, b))
+
+def optimizer_state(learn):
+    "The per-parameter state tensors and counters of `learn`'s optimizer, fastai's or PyTorch's (through OptimWrapper)"
+    state = getattr(learn.opt, 'opt', learn.opt).state
+    return [torch.as_tensor(v, dtype=torch.float64) for p in learn.model.parameters() for v in state[p].values()]
+
+OPTIMIZERS = dict(
+    sgd=SGD, sgd_momentum=partial(SGD, mom=0.9), adam=Adam, radam=RAdam, ranger=partial(ranger, k=3),
+    lookahead_sgd=lambda ps, lr: Lookahead(SGD(ps, lr, mom=0.9), k=2),
+    torch_sgd=partial(OptimWrapper, opt=partial(torch.optim.SGD, momentum=0.9)),
+    torch_adamw=partial(OptimWrapper, opt=torch.optim.AdamW))
+
+@pytest.mark.parametrize('name', OPTIMIZERS)
+def test_walk_is_the_optimizers_step_replayed(name):
+    "Plain training on the walk's learning rates reaches the same weights and optimizer state"
+    opt_func = OPTIMIZERS[name]
+    walked = fit_quietly(tiny_learner(opt_func=opt_func, bn=False, dropout=0., cbs=WalkCallback()), 2)
+    h = walked.walk.history
+    assert len(h) == 16 and len(set(h['lr'])) > 2  # the walk really chose different step sizes
+    plain = fit_quietly(tiny_learner(opt_func=opt_func, bn=False, dropout=0., cbs=ReplayLrs(h['lr'])), 2)
+    assert max_gap(walked.model.parameters(), plain.model.parameters()) < 1e-5
+    ws, ps = optimizer_state(walked), optimizer_state(plain)
+    assert len(ws) == len(ps) > 0 and max_gap(ws, ps) < 1e-4
+    if isinstance(walked.opt, Lookahead):
+        assert walked.opt.count == plain.opt.count == 16
+        assert max_gap([p for pg in walked.opt.slow_weights for p in pg], [p for pg in plain.opt.slow_weights for p in pg]) < 1e-5
+
+def test_adam_state_advances_once_per_iteration():
+    learn = fit_quietly(tiny_learner(cbs=WalkCallback()), 2)
+    for p in learn.model.parameters(): assert learn.opt.state[p]['step'] == 16
+
+def test_frozen_parameters_never_move():
+    learn = fit_quietly(tiny_learner(bn=False, cbs=WalkCallback()))  # leaves zeroed, non-None gradients behind
+    learn.freeze()
+    frozen = [p.detach().clone() for p in learn.opt.param_lists[0]]
+    trained = [p.detach().clone() for p in learn.opt.param_lists[1]]
+    fit_quietly(learn, 1)
+    assert all(torch.equal(p, q) for p, q in zip(learn.opt.param_lists[0], frozen))
+    assert max_gap(learn.opt.param_lists[1], trained) > 0
+
+def test_discriminative_lrs_keep_their_ratio():
+    walked = fit_quietly(tiny_learner(bn=False, dropout=0., cbs=WalkCallback()), 1, lr=slice(1e-4, 1e-2))
+    plain = fit_quietly(tiny_learner(bn=False, dropout=0., cbs=ReplayLrs(walked.walk.history['lr'])), 1, lr=slice(1e-4, 1e-2))
+    assert max_gap(walked.model.parameters(), plain.model.parameters()) < 1e-5
+    close([h['lr'] for h in walked.opt.hypers], [1e-4, 1e-2])  # the user's lrs are back after fit
+
+@pytest.mark.parametrize('method', ['fit_one_cycle', 'fit_flat_cos'])
+def test_schedule_keeps_its_shape_around_the_walked_scale(method):
+    walked = fit_quietly(tiny_learner(cbs=WalkCallback()), 2, method, 1e-3)
+    plain = fit_quietly(tiny_learner(), 2, method, 1e-3)
+    h = walked.walk.history
+    unit = walked.walk.mults.index(1.)
+    centre = np.array([lrs[unit] for lrs in h['lrs']])
+    close(centre / h['scale'].values, plain.recorder.lrs, eps=1e-10)  # the schedule, times the walk's scale
+    close(walked.recorder.lrs, h['lr'].tolist())                   # Recorder logs the walked lr
+    close(walked.recorder.hps['lr'], h['lr'].tolist())             # and so does ParamScheduler (plot_sched)
+
+def test_history_restarts_each_fit_while_scale_carries_over():
+    learn = fit_quietly(tiny_learner(lr=1e-5, cbs=WalkCallback()), 1)
+    scale = learn.walk.scale
+    assert scale > 1
+    fit_quietly(learn, 1)
+    h = learn.walk.history
+    assert h['iter'].tolist() == list(range(8))
+    assert h['scale'].iloc[0] == scale
+
+def test_gradient_accumulation_walks_only_when_the_optimizer_steps():
+    learn = fit_quietly(tiny_learner(cbs=[WalkCallback(), GradientAccumulation(n_acc=32)]))  # batches of 16
+    assert learn.walk.history['iter'].tolist() == [1, 3, 5, 7]
+    for p in learn.model.parameters(): assert learn.opt.state[p]['step'] == 4
+
+def test_gradient_clip_is_applied_before_the_walk():
+    clip = lambda: GradientClip(max_norm=0.05)
+    walked = fit_quietly(tiny_learner(bn=False, dropout=0., lr=1e-2, opt_func=SGD, cbs=[WalkCallback(), clip()]))
+    plain = fit_quietly(tiny_learner(bn=False, dropout=0., lr=1e-2, opt_func=SGD, cbs=[ReplayLrs(walked.walk.history['lr']), clip()]))
+    assert max_gap(walked.model.parameters(), plain.model.parameters()) < 1e-5
+    unclipped = fit_quietly(tiny_learner(bn=False, dropout=0., lr=1e-2, opt_func=SGD, cbs=ReplayLrs(walked.walk.history['lr'])))
+    assert not max_gap(walked.model.parameters(), unclipped.model.parameters()) < 1e-3  # far off, or diverged (nan)
+
+class AutocastProbe(nn.Module):
+    "Identity that records whether CPU autocast was on at each forward"
+    def __init__(self): super().__init__(); self.seen = []
+    def forward(self, x): self.seen.append(torch.is_autocast_enabled('cpu')); return x
+
+class CPUAutocast(Callback):
+    "MixedPrecision's autocast handling (bf16), on the CPU"
+    order = MixedPrecision.order
+    def before_batch(self): self.ac = torch.autocast('cpu', dtype=torch.bfloat16); self.ac.__enter__()
+    def after_loss(self): self.ac.__exit__(None, None, None)
+
+@pytest.mark.parametrize('autocast', [False, True])
+def test_trials_run_under_the_training_forwards_autocast(autocast):
+    learn = tiny_learner(cbs=[WalkCallback()] + ([CPUAutocast()] if autocast else []))
+    learn.model.insert(0, probe := AutocastProbe())
+    fit_quietly(learn)
+    train = [s for s in probe.seen[:88]]  # 8 batches x (1 training + 10 trial forwards), then validation
+    assert train == [autocast] * 88
+
+def test_interrupt_during_a_walk_restores_parameters_and_buffers():
+    learn = tiny_learner(cbs=[WalkCallback(), SnapshotBeforeStep()])
+    learn.loss_func = FailingLoss(fail_at=16, exc=KeyboardInterrupt())  # in the middle of the second walk
+    with pytest.raises(KeyboardInterrupt): fit_quietly(learn)
+    state = [*learn.model.parameters(), *learn.model.buffers()]
+    assert all(torch.equal(t, s) for t, s in zip(state, learn.snapshot_before_step.state))
+    assert len(learn.walk.history) == 1
+
+def test_export_and_load_learner(tmp_path):
+    learn = fit_quietly(tiny_learner(lr=1e-5, cbs=WalkCallback(n_lrs=5, factor=2.)), 1)
+    learn.path = tmp_path
+    n = len(learn.walk.history)
+    learn.export('walk.pkl')
+    assert len(learn.walk.history) == n  # export leaves the live history alone
+    loaded = load_learner(tmp_path / 'walk.pkl')
+    assert isinstance(loaded.walk, WalkCallback)
+    assert loaded.walk.scale == learn.walk.scale and loaded.walk.mults == learn.walk.mults
+    assert len(loaded.walk.history) == 0  # history is not pickled, like Recorder's
+    x = torch.randn(4, 1)
+    learn.model.eval(); loaded.model.eval()
+    close(loaded.model(x), learn.model(x))
+
+class StepsReached(Callback):
+    "Counts iterations whose step survived MixedPrecision's overflow check"
+    order = MixedPrecision.order + 5
+    def before_fit(self): self.n = 0
+    def before_step(self): self.n += 1
+
+@gpu
+@pytest.mark.parametrize('amp', ['fp16', 'bf16'])
+def test_mixed_precision_on_gpu(amp):
+    learn = tiny_learner(cbs=[WalkCallback(), StepsReached()])
+    learn.to_fp16() if amp == 'fp16' else learn.to_bf16()
+    fit_quietly(learn, 2)
+    h = learn.walk.history
+    assert len(h) == learn.steps_reached.n > 0  # an overflowed fp16 iteration is skipped, not walked
+    assert np.isfinite(h['loss']).all() and (h['loss'] <= h['base_loss']).all()
+    assert learn.model[1].num_batches_tracked.item() == 16

@@ -1,0 +1,4 @@
+"Everything a user needs: `from walkopt.all import *`"
+from .core import *
+from .callback import *
+from .data import *
