@@ -48,6 +48,14 @@ def test_walk_is_the_optimizers_step_replayed(name):
         assert walked.opt.count == plain.opt.count == 16
         assert max_gap([p for pg in walked.opt.slow_weights for p in pg], [p for pg in plain.opt.slow_weights for p in pg]) < 1e-5
 
+def random_state_after_fit(cbs):
+    fit_quietly(tiny_learner(cbs=cbs))  # with dropout: the training forwards draw random numbers
+    return [torch.get_rng_state()] + ([torch.cuda.get_rng_state()] if torch.cuda.is_available() else [])
+
+def test_walk_draws_no_training_random_numbers():
+    "Same seed, same random stream with or without the walk: same batches, masks and augmentations"
+    for a, b in zip(random_state_after_fit([]), random_state_after_fit([WalkCallback()])): assert torch.equal(a, b)
+
 def test_adam_state_advances_once_per_iteration():
     learn = fit_quietly(tiny_learner(cbs=WalkCallback()), 2)
     for p in learn.model.parameters(): assert learn.opt.state[p]['step'] == 16
@@ -101,23 +109,24 @@ def test_gradient_clip_is_applied_before_the_walk():
     assert not max_gap(walked.model.parameters(), unclipped.model.parameters()) < 1e-3  # far off, or diverged (nan)
 
 class AutocastProbe(nn.Module):
-    "Identity that records whether CPU autocast was on at each forward"
+    "Identity that records whether autocast was on, for the input's device, at each forward"
     def __init__(self): super().__init__(); self.seen = []
-    def forward(self, x): self.seen.append(torch.is_autocast_enabled('cpu')); return x
+    def forward(self, x): self.seen.append(torch.is_autocast_enabled(x.device.type)); return x
 
-class CPUAutocast(Callback):
-    "MixedPrecision's autocast handling (bf16), on the CPU"
+class Autocast(Callback):
+    "MixedPrecision's autocast handling (bf16), on whichever device the data is: the CPU too"
     order = MixedPrecision.order
-    def before_batch(self): self.ac = torch.autocast('cpu', dtype=torch.bfloat16); self.ac.__enter__()
+    def before_batch(self):
+        self.ac = torch.autocast(self.dls.device.type if self.dls.device else 'cpu', dtype=torch.bfloat16)
+        self.ac.__enter__()
     def after_loss(self): self.ac.__exit__(None, None, None)
 
 @pytest.mark.parametrize('autocast', [False, True])
 def test_trials_run_under_the_training_forwards_autocast(autocast):
-    learn = tiny_learner(cbs=[WalkCallback()] + ([CPUAutocast()] if autocast else []))
+    learn = tiny_learner(cbs=[WalkCallback()] + ([Autocast()] if autocast else []))
     learn.model.insert(0, probe := AutocastProbe())
     fit_quietly(learn)
-    train = [s for s in probe.seen[:88]]  # 8 batches x (1 training + 10 trial forwards), then validation
-    assert train == [autocast] * 88
+    assert probe.seen[:88] == [autocast] * 88  # 8 batches x (1 training + 10 trial forwards), then validation
 
 def test_interrupt_during_a_walk_restores_parameters_and_buffers():
     learn = tiny_learner(cbs=[WalkCallback(), SnapshotBeforeStep()])
@@ -138,8 +147,8 @@ def test_export_and_load_learner(tmp_path):
     assert loaded.walk.scale == learn.walk.scale and loaded.walk.mults == learn.walk.mults
     assert len(loaded.walk.history) == 0  # history is not pickled, like Recorder's
     x = torch.randn(4, 1)
-    learn.model.eval(); loaded.model.eval()
-    close(loaded.model(x), learn.model(x))
+    learn.model.eval(); loaded.model.eval()  # load_learner puts the model on the CPU
+    close(loaded.model(x), learn.model(x.to(learn.dls.device)).cpu())
 
 class StepsReached(Callback):
     "Counts iterations whose step survived MixedPrecision's overflow check"
