@@ -135,6 +135,7 @@ def test_interrupt_during_a_walk_restores_parameters_and_buffers():
     state = [*learn.model.parameters(), *learn.model.buffers()]
     assert all(torch.equal(t, s) for t, s in zip(state, learn.snapshot_before_step.state))
     assert len(learn.walk.history) == 1
+    assert [h['lr'] for h in learn.opt.hypers] == [learn.lr] * 2  # not left at the walk's scaled lr
 
 def test_export_and_load_learner(tmp_path):
     learn = fit_quietly(tiny_learner(lr=1e-5, cbs=WalkCallback(n_lrs=5, factor=2.)), 1)

@@ -74,7 +74,10 @@ class WalkCallback(Callback):
         params = self._walk_params()
         if not params: return
         step, after_walk = optimizer_steps(self.opt)
-        winner, losses = walk_to_best(params, self._trial_loss, step, self.mults, self.model)
+        try: winner, losses = walk_to_best(params, self._trial_loss, step, self.mults, self.model)
+        except BaseException:
+            self.after_batch()  # the weights are back where they were; so are the user's learning rates
+            raise
         after_walk()
         self._record(winner, losses)
         raise CancelStepException()

@@ -68,8 +68,9 @@ def rng_devices(params:Sequence[Tensor]) -> list[int]:
 
 # %% ../nbs/00_core.ipynb #8402907d
 def current_autocast(module:nn.Module) -> dict:
-    "Arguments for `torch.autocast` that reproduce the autocast state in force now on `module`'s device"
-    device_type = next(module.parameters()).device.type
+    "Arguments for `torch.autocast` that reproduce the autocast state in force now on `module`'s device (CPU if none)"
+    first = next(module.parameters(), None)
+    device_type = first.device.type if first is not None else 'cpu'
     return dict(device_type=device_type, dtype=torch.get_autocast_dtype(device_type),
                 enabled=torch.is_autocast_enabled(device_type))
 
