@@ -56,6 +56,35 @@ def test_walk_draws_no_training_random_numbers():
     "Same seed, same random stream with or without the walk: same batches, masks and augmentations"
     for a, b in zip(random_state_after_fit([]), random_state_after_fit([WalkCallback()])): assert torch.equal(a, b)
 
+class BuffersAfterWalk(Callback):
+    "Checks, after every walk, that the buffers are as the training forward left them"
+    order = WalkCallback.order + 1
+    def before_fit(self): self.checked = 0
+    def after_backward(self): self.before = [b.detach().clone() for b in self.model.buffers()]
+    def after_step(self):
+        assert all(torch.equal(b, s) for b, s in zip(self.model.buffers(), self.before))
+        self.checked += 1
+
+def test_trials_leave_batchnorm_buffers_alone():
+    learn = fit_quietly(tiny_learner(cbs=[WalkCallback(), BuffersAfterWalk()]))
+    assert learn.buffers_after_walk.checked == 8
+    assert learn.model[1].num_batches_tracked.item() == 8
+
+class RandomProbe(nn.Module):
+    "Identity that records one random draw per forward, as dropout would"
+    def __init__(self): super().__init__(); self.draws = []
+    def forward(self, x):
+        if self.training: self.draws.append(torch.rand(1).item())
+        return x
+
+def test_one_dropout_mask_per_walk():
+    learn = tiny_learner(cbs=WalkCallback())
+    learn.model.insert(0, probe := RandomProbe())
+    fit_quietly(learn)
+    draws = np.array(probe.draws).reshape(8, 11)  # per iteration: the training forward, then 10 trials
+    assert (draws[:, 1:] == draws[:, 1:2]).all()  # all candidates of an iteration see the same random numbers
+    assert len(set(draws[:, 1])) == 8  # and each iteration new ones
+
 def test_adam_state_advances_once_per_iteration():
     learn = fit_quietly(tiny_learner(cbs=WalkCallback()), 2)
     for p in learn.model.parameters(): assert learn.opt.state[p]['step'] == 16
