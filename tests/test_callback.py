@@ -115,6 +115,19 @@ def test_schedule_keeps_its_shape_around_the_walked_scale(method):
     close(walked.recorder.lrs, h['lr'].tolist())                   # Recorder logs the walked lr
     close(walked.recorder.hps['lr'], h['lr'].tolist())             # and so does ParamScheduler (plot_sched)
 
+def test_fine_tune():
+    "freeze + fit_one_cycle, then unfreeze + fit_one_cycle on discriminative lrs"
+    learn = tiny_learner(bn=False, cbs=WalkCallback())
+    learn.create_opt()
+    frozen_phase = []
+    learn.add_cb(Callback(after_fit=lambda cb: frozen_phase.append([p.detach().clone() for p in learn.opt.param_lists[0]])))
+    start = [p.detach().clone() for p in learn.opt.param_lists[0]]
+    with learn.no_logging(), learn.no_bar(): learn.fine_tune(1, base_lr=1e-3, freeze_epochs=1)
+    assert all(torch.equal(p, q) for p, q in zip(start, frozen_phase[0]))  # the body did not move while frozen
+    h = learn.walk.history
+    assert len(h) == 8 and (h['loss'] <= h['base_loss']).all()
+    assert max_gap(learn.opt.param_lists[0], start) > 0  # and did after unfreezing
+
 def test_history_restarts_each_fit_while_scale_carries_over():
     learn = fit_quietly(tiny_learner(lr=1e-5, cbs=WalkCallback()), 1)
     scale = learn.walk.scale

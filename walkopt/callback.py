@@ -41,7 +41,6 @@ class WalkCallback(Callback):
         scale:float=1., # Starting grid centre, likewise
     ):
         self.mults = walk_multipliers(n_lrs, factor)
-        self.n_lrs, self.factor = n_lrs, factor
         self.min_scale = check_float('min_scale', min_scale, above=0)
         self.max_scale = check_float('max_scale', max_scale, at_least=self.min_scale)
         self.scale = check_float('scale', scale, above=0)
