@@ -4,15 +4,17 @@
 
 # %% ../nbs/01_callback.ipynb #f42fae17
 from __future__ import annotations
+import statistics
 import pandas as pd, torch
 from fastcore.basics import noop
 from fastai.callback.core import Callback, CancelStepException
+from fastai.learner import ValueMetric
 from fastai.optimizer import Lookahead
 from fastai.torch_core import to_float
 from .core import *
 
 # %% auto #0
-__all__ = ['HISTORY_COLUMNS', 'optimizer_steps', 'WalkCallback']
+__all__ = ['HISTORY_COLUMNS', 'optimizer_steps', 'WalkLrMetric', 'WalkCallback']
 
 # %% ../nbs/01_callback.ipynb #5ffc6ec0
 def optimizer_steps(opt) -> tuple:
@@ -29,9 +31,12 @@ def optimizer_steps(opt) -> tuple:
 HISTORY_COLUMNS = ('iter', 'epoch', 'lr', 'loss', 'base_loss', 'lrs', 'losses', 'scale')
 
 # %% ../nbs/01_callback.ipynb #ce798aa1
+class WalkLrMetric(ValueMetric):
+    "The epoch table's `walk_lr` column: median lr the walk used in the epoch"
+
 class WalkCallback(Callback):
     "Each training step, try several multiples of the optimizer's update and move to the one with the lowest loss"
-    order, run_valid = 65, False
+    order, run_valid = 45, False
     _stateattrs = ('_rows',)
     def __init__(self,
         n_lrs:int=9, # Learning rates tried each iteration, besides staying put
@@ -55,15 +60,16 @@ class WalkCallback(Callback):
         "One row per walk of the latest `fit`: iteration, winning lr, losses, candidate lrs and their losses"
         return pd.DataFrame(self._rows, columns=list(HISTORY_COLUMNS))
 
-    def before_fit(self): self._walking = not hasattr(self.learn, 'lr_finder')
+    def before_fit(self):
+        self._walking = not hasattr(self.learn, 'lr_finder')
+        self._drop_column()
+        in_fit = not self.learn.lock.locked()  # `validate` and `get_preds` hold the lock
+        if self._walking and in_fit: self.learn.metrics.append(WalkLrMetric(self._epoch_median_lr, 'walk_lr'))
 
     def before_train(self):
         if self._walking and self.train_iter == 0: self._rows = []
 
-    def before_batch(self):
-        if not self._walking: return
-        self._base_lrs = [h['lr'] for h in self.opt.hypers]
-        self.opt.set_hyper('lr', [lr * self.scale for lr in self._base_lrs])
+    def before_batch(self): self._restore_lrs()
 
     def after_pred(self):
         if self._walking: self._autocast = current_autocast(self.model)
@@ -72,23 +78,34 @@ class WalkCallback(Callback):
         if not self._walking: return
         params = self._walk_params()
         if not params: return
+        self._base_lrs = [h['lr'] for h in self.opt.hypers]
+        self.opt.set_hyper('lr', [lr * self.scale for lr in self._base_lrs])
         step, after_walk = optimizer_steps(self.opt)
         try: winner, losses = walk_to_best(params, self._trial_loss, step, self.mults, self.model)
         except BaseException:
-            self.after_batch()  # the weights are back where they were; so are the user's learning rates
+            self._restore_lrs()  # the weights are back where they were; so are the learning rates
             raise
         after_walk()
         self._record(winner, losses)
         raise CancelStepException()
 
-    def after_batch(self):
+    def after_fit(self):
+        self._restore_lrs()
+        self._drop_column()
+        self._walking = False
+
+    def _restore_lrs(self):
+        "Put back the lrs the user or the schedule set, if the walk changed them"
         if self._base_lrs is None: return
         self.opt.set_hyper('lr', self._base_lrs)
         self._base_lrs = None
 
-    def after_fit(self):
-        self.after_batch()
-        self._walking = False
+    def _drop_column(self):
+        self.learn.metrics = [m for m in self.learn.metrics if not isinstance(m, WalkLrMetric)]
+
+    def _epoch_median_lr(self) -> float:
+        lrs = [r['lr'] for r in self._rows if r['epoch'] == self.epoch]
+        return statistics.median(lrs) if lrs else float('nan')
 
     def _walk_params(self) -> list:
         "Parameters `opt.step` will move: trainable, with a gradient; frozen ones are stripped of stale gradients"

@@ -19,7 +19,7 @@ def epoch_table_logger(learn:Learner):
     "A `learn.logger` printing fastai's epoch table as plain text lines (for terminals and logs, without progress bars)"
     def log(values):
         if values[0] == 0: print(''.join(f"{n:>12}" for n in learn.recorder.metric_names))
-        print(''.join(f"{v:>12.4f}" if isinstance(v, float) else f"{v:>12}" for v in values))
+        print(''.join(f"{v:>12.4g}" if isinstance(v, float) else f"{v:>12}" for v in values))
     return log
 
 # %% ../nbs/05_demo.ipynb #8da85081

@@ -26,7 +26,7 @@ def tiny_learner(lr=1e-3, opt_func=Adam, dropout=0.2, bn=True, seed=0, bs=16, n_
 # %% ../nbs/09_test_utils.ipynb #f6006a86
 class ReplayLrs(Callback):
     "Plain training on a walk's learning rates: each batch's lr (last group) is the next of `lrs`, group ratios kept"
-    order = WalkCallback.order
+    order = 65  # after ParamScheduler (60): the replayed lr is the lr used
     def __init__(self, lrs): self.lrs = list(lrs)
     def before_fit(self): self.ratios = [h['lr'] / self.opt.hypers[-1]['lr'] for h in self.opt.hypers]
     def before_batch(self):
