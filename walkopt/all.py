@@ -1,4 +1,5 @@
 "Everything a user needs: `from walkopt.all import *`"
 from .core import *
 from .callback import *
+from .plot import *
 from .data import *

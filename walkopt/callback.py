@@ -53,7 +53,8 @@ class WalkCallback(Callback):
             raise ValueError(f"`scale` must lie within [min_scale, max_scale] = [{min_scale}, {max_scale}], got {scale!r}")
         self._init_state()
 
-    def _init_state(self): self._rows, self._base_lrs, self._autocast, self._walking = [], None, None, False
+    def _init_state(self):
+        self._rows, self._base_lrs, self._autocast, self._walking, self._training_fit = [], None, None, False, False
 
     @property
     def history(self) -> pd.DataFrame:
@@ -63,8 +64,8 @@ class WalkCallback(Callback):
     def before_fit(self):
         self._walking = not hasattr(self.learn, 'lr_finder')
         self._drop_column()
-        in_fit = not self.learn.lock.locked()  # `validate` and `get_preds` hold the lock
-        if self._walking and in_fit: self.learn.metrics.append(WalkLrMetric(self._epoch_median_lr, 'walk_lr'))
+        self._training_fit = self._walking and not self.learn.lock.locked()  # `validate`, `get_preds` hold the lock
+        if self._training_fit: self.learn.metrics.append(WalkLrMetric(self._epoch_median_lr, 'walk_lr'))
 
     def before_train(self):
         if self._walking and self.train_iter == 0: self._rows = []
@@ -92,7 +93,9 @@ class WalkCallback(Callback):
     def after_fit(self):
         self._restore_lrs()
         self._drop_column()
-        self._walking = False
+        if self._training_fit and hasattr(self.learn, 'recorder'):
+            self.recorder.hps = {'lr': list(self.recorder.lrs)}  # for `plot_sched`; a ParamScheduler overwrites it next
+        self._walking = self._training_fit = False
 
     def _restore_lrs(self):
         "Put back the lrs the user or the schedule set, if the walk changed them"

@@ -1,0 +1,23 @@
+"The walk's pictures outside a notebook: headless rendering to files, and the live view staying quiet."
+import matplotlib
+from fastai.callback.progress import ProgressCallback  # patches Learner.no_bar
+from walkopt.callback import WalkCallback
+from walkopt.plot import ShowWalkCallback
+from walkopt.test_utils import tiny_learner
+
+def fitted(*cbs):
+    learn = tiny_learner(lr=1e-4, cbs=[WalkCallback(), *cbs])
+    with learn.no_bar(), learn.no_logging(): learn.fit(1)
+    return learn
+
+def test_figures_save_headless(tmp_path):
+    assert matplotlib.get_backend().lower() == 'agg'  # no display here
+    learn = fitted()
+    for name, fig in dict(walk=learn.walk.plot(), one=learn.walk.plot_iter(3), winners=learn.walk.plot_winners()).items():
+        fig.savefig(tmp_path / f'{name}.png')
+        data = (tmp_path / f'{name}.png').read_bytes()
+        assert data[:8] == b'\x89PNG\r\n\x1a\n' and len(data) > 5000
+
+def test_live_view_is_quiet_outside_a_notebook():
+    learn = fitted(ShowWalkCallback())
+    assert learn.show_walk.shown == 0
