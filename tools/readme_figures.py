@@ -6,7 +6,7 @@ from walkopt.all import *
 out = Path(__file__).resolve().parent.parent / 'nbs' / 'images'
 
 if __name__ == '__main__':
-    learn = mnist1d_learner(1e-5, cbs=WalkCallback())
+    learn = mnist1d_learner(1e-5, cbs=WalkCallback(), seed=0)
     with learn.no_bar(), learn.no_logging(): learn.fit(10)
     h = learn.walk.history
     learn.walk.plot().savefig(out / 'walk_mnist1d.png', dpi=90)

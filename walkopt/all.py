@@ -3,3 +3,4 @@ from .core import *
 from .callback import *
 from .plot import *
 from .data import *
+from .compare import compare, summarize, write_report

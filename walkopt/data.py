@@ -4,11 +4,12 @@
 
 # %% ../nbs/04_data.ipynb #37b111c6
 from __future__ import annotations
-import time
+import functools
 from fastai.basics import *
 
 # %% auto #0
-__all__ = ['tensor_dls', 'mnist1d_dls', 'AddChannel', 'mnist1d_cnn', 'mnist1d_learner']
+__all__ = ['tensor_dls', 'mnist1d_arrays', 'mnist1d_dls', 'AddChannel', 'mnist1d_cnn', 'mnist1d_learner', 'synthetic_arrays',
+           'synthetic_learner']
 
 # %% ../nbs/04_data.ipynb #6e2218cb
 def tensor_dls(x_train:Tensor, y_train:Tensor, x_valid:Tensor, y_valid:Tensor, bs:int=64, device=None) -> DataLoaders:
@@ -19,14 +20,19 @@ def tensor_dls(x_train:Tensor, y_train:Tensor, x_valid:Tensor, y_valid:Tensor, b
     return dsets.dataloaders(bs=bs, device=device)
 
 # %% ../nbs/04_data.ipynb #a583f75d
-def mnist1d_dls(bs:int=100, seed:int=42, device=None) -> DataLoaders:
-    "MNIST-1D train/valid `DataLoaders` (4000/1000 signals of length 40), generated with `mnist1d`'s default arguments"
+@functools.lru_cache(maxsize=4)
+def mnist1d_arrays(seed:int=42) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    "MNIST-1D as `(x_train, y_train, x_test, y_test)` tensors, generated once per `seed` with `mnist1d`'s defaults"
     from mnist1d.data import make_dataset, get_dataset_args
     args = get_dataset_args()
     args.seed = seed
     d = make_dataset(args)
     x, x_test = (torch.tensor(d[k], dtype=torch.float32) for k in ('x', 'x_test'))
-    return tensor_dls(x, torch.tensor(d['y']), x_test, torch.tensor(d['y_test']), bs=bs, device=device)
+    return x, torch.tensor(d['y']), x_test, torch.tensor(d['y_test'])
+
+def mnist1d_dls(bs:int=100, seed:int=42, device=None) -> DataLoaders:
+    "MNIST-1D train/valid `DataLoaders` (4000/1000 signals of length 40)"
+    return tensor_dls(*mnist1d_arrays(seed), bs=bs, device=device)
 
 # %% ../nbs/04_data.ipynb #9e463b41
 class AddChannel(Module):
@@ -42,8 +48,26 @@ def mnist1d_cnn(channels:int=25, n_out:int=10) -> nn.Sequential:
         nn.Flatten(), nn.Linear(channels * 5, n_out))
 
 # %% ../nbs/04_data.ipynb #97f3eb7a
-def mnist1d_learner(lr:float=1e-3, cbs=None, seed:int=0, bs:int=100, opt_func=Adam) -> Learner:
-    "A seeded `Learner` of the MNIST-1D CNN, with accuracy as metric"
-    set_seed(seed)
+def mnist1d_learner(lr:float=1e-3, cbs=None, seed:int=None, bs:int=100, opt_func=Adam) -> Learner:
+    "A `Learner` of the MNIST-1D CNN (Adam, batch 100), accuracy as metric; seeded first when `seed` is given"
+    if seed is not None: set_seed(seed)
     return Learner(mnist1d_dls(bs=bs), mnist1d_cnn(), loss_func=CrossEntropyLossFlat(), metrics=accuracy, lr=lr,
+                   opt_func=opt_func, cbs=cbs)
+
+# %% ../nbs/04_data.ipynb #31c6341d
+def synthetic_arrays(n_train:int=2000, n_valid:int=500, n_in:int=20, n_classes:int=10, spread:float=0.5,
+                     seed:int=0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    "Gaussian blobs as `(x_train, y_train, x_valid, y_valid)`: centres of scale `spread`, unit noise"
+    g = torch.Generator().manual_seed(seed)
+    centres = spread * torch.randn(n_classes, n_in, generator=g)
+    y = torch.randint(0, n_classes, (n_train + n_valid,), generator=g)
+    x = centres[y] + torch.randn(n_train + n_valid, n_in, generator=g)
+    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+
+def synthetic_learner(lr:float=1e-3, cbs=None, seed:int=None, bs:int=64, opt_func=Adam, **kwargs) -> Learner:
+    "A `Learner` of a 20-64-10 MLP on `synthetic_arrays(**kwargs)`, accuracy as metric; seeded first when `seed` is given"
+    if seed is not None: set_seed(seed)
+    x, y, xv, yv = synthetic_arrays(**kwargs)
+    model = nn.Sequential(nn.Linear(x.shape[1], 64), nn.ReLU(), nn.Linear(64, int(y.max()) + 1))
+    return Learner(tensor_dls(x, y, xv, yv, bs=bs), model, loss_func=CrossEntropyLossFlat(), metrics=accuracy, lr=lr,
                    opt_func=opt_func, cbs=cbs)

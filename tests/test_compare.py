@@ -1,0 +1,56 @@
+"walkopt-compare from the command line (as users run it) and compare() on a user's own learner."
+import math, subprocess, sys
+from pathlib import Path
+import pandas as pd, pytest
+from walkopt.compare import compare, summarize
+from walkopt.test_utils import tiny_learner
+
+CLI = str(Path(sys.executable).with_name('walkopt-compare'))
+
+def cli(*args):
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=600)
+
+def test_cli_writes_table_csv_report_and_pictures(tmp_path):
+    res = cli('--dataset', 'synthetic', '--epochs', '2', '--lrs', '1e-3,1e-1', '--methods', 'fit,walk', '--out', str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert '| walk | 1e-03 |' in res.stdout and '| fit | 1e-01 |' in res.stdout
+    assert {p.name for p in tmp_path.iterdir()} == {'results.csv', 'report.md', 'final_vs_lr.png', 'loss_vs_time.png'}
+    df = pd.read_csv(tmp_path / 'results.csv')
+    assert len(df) == 2 * 2 * 2  # methods x lrs x epochs
+    assert set(df.columns) >= {'method', 'start_lr', 'seed', 'epoch', 'train_loss', 'valid_loss', 'metric', 'wall_seconds'}
+    assert '![Final accuracy by starting lr](final_vs_lr.png)' in (tmp_path / 'report.md').read_text()
+
+def test_resume_keeps_finished_runs_and_trains_the_rest(tmp_path):
+    args = ['--dataset', 'synthetic', '--epochs', '1', '--lrs', '1e-2', '--out', str(tmp_path)]
+    assert cli(*args, '--methods', 'fit').returncode == 0
+    first = pd.read_csv(tmp_path / 'results.csv')
+    res = cli(*args, '--methods', 'fit,walk', '--resume')
+    assert res.returncode == 0, res.stderr
+    after = pd.read_csv(tmp_path / 'results.csv')
+    assert list(after['method']) == ['fit', 'walk']
+    pd.testing.assert_frame_equal(after.iloc[:1], first)  # the finished run was not trained again
+
+@pytest.mark.parametrize('args, message', [
+    (['--dataset', 'cifar10'], ["invalid choice: 'cifar10'", 'mnist1d', 'synthetic']),
+    (['--methods', 'walk,sgdr'], ["unknown method 'sgdr': choose from lr_find+one_cycle, one_cycle, fit, walk"]),
+    (['--lrs', '1e-3,0'], ['`lrs[1]` must be a finite number > 0']),
+    (['--lrs', 'fast'], ["expected numbers separated by commas, got 'fast'"]),
+    (['--epochs', '0'], ['`epochs` must be an integer >= 1']),
+])
+def test_cli_refuses_bad_requests_before_training(tmp_path, args, message):
+    res = cli('--out', str(tmp_path / 'out'), *args)
+    assert res.returncode == 2 and all(m in res.stderr for m in message), res.stderr
+    assert not (tmp_path / 'out' / 'results.csv').exists()
+
+def test_cli_refuses_an_unwritable_out(tmp_path):
+    (tmp_path / 'a_file').write_text('')
+    res = cli('--out', str(tmp_path / 'a_file' / 'out'))
+    assert res.returncode == 2 and 'cannot write results to' in res.stderr, res.stderr
+
+def test_compare_on_a_users_own_learner():
+    "Any make_learner works; a learner without metrics still gets losses and times"
+    df = compare(tiny_learner, lrs=[1e-3], epochs=2, methods=['one_cycle', 'walk'], seeds=[0, 1], progress=False)
+    assert len(df) == 2 * 2 * 2 and df['metric'].isna().all() and (df['valid_loss'] > 0).all()
+    s = summarize(df)
+    assert list(s['seeds']) == [2, 2] and s['valid_loss'].notna().all()
+    with pytest.raises(ValueError, match='unknown method'): compare(tiny_learner, methods=['sgd'])
