@@ -210,3 +210,53 @@ def test_mixed_precision_on_gpu(amp):
     assert len(h) == learn.steps_reached.n > 0  # an overflowed fp16 iteration is skipped, not walked
     assert np.isfinite(h['loss']).all() and (h['loss'] <= h['base_loss']).all()
     assert learn.model[1].num_batches_tracked.item() == 16
+
+@pytest.mark.parametrize('kw', [dict(judge='next'), dict(smooth=1.), dict(smooth=-0.1), dict(every=0), dict(every=1.5),
+                                dict(walk_until=0.), dict(walk_until=1.5)])
+def test_option_errors_name_the_option(kw):
+    with pytest.raises(ValueError, match=list(kw)[0]): WalkCallback(**kw)
+
+def test_every_walks_one_step_in_n_and_steps_at_the_walked_lr_between():
+    learn = fit_quietly(tiny_learner(cbs=WalkCallback(every=3)))
+    h = learn.walk.history
+    assert h['iter'].tolist() == [0, 3, 6]
+    for p in learn.model.parameters(): assert learn.opt.state[p]['step'] == 8  # every iteration stepped once
+    lrs = learn.recorder.lrs
+    next_scale = lambda r: r['scale'] * (r['lr'] / r['lrs'][5] if r['lr'] else 0.25)  # after the walk at row r
+    close([lrs[1], lrs[2]], [1e-3 * next_scale(h.iloc[0])] * 2)
+
+def test_walk_until_stops_walking_and_keeps_the_last_scale():
+    learn = fit_quietly(tiny_learner(cbs=WalkCallback(walk_until=0.5)), 2)
+    h = learn.walk.history
+    assert h['iter'].tolist() == list(range(8))
+    close(learn.recorder.lrs[8:], [1e-3 * learn.walk.scale] * 8)
+
+class InputProbe(nn.Module):
+    "Identity that records the first input value of each forward"
+    def __init__(self): super().__init__(); self.seen = []
+    def forward(self, x): self.seen.append(x[0, 0].item()); return x
+
+def test_judge_prev_judges_on_the_previous_batch():
+    learn = tiny_learner(cbs=WalkCallback(judge='prev'))
+    learn.model.insert(0, probe := InputProbe())
+    fit_quietly(learn)
+    seen = np.array(probe.seen[:88]).reshape(8, 11)  # per iteration: the training forward, then 10 trials
+    assert (seen[0, 1:] == seen[0, 0]).all()       # nothing before the first batch: judged on it
+    assert (seen[1:, 1:] == seen[:-1, :1]).all()   # afterwards on the batch before
+
+def test_smooth_moves_the_centre_part_of_the_way():
+    learn = fit_quietly(tiny_learner(lr=1e-4, cbs=WalkCallback(smooth=0.5)))
+    h = learn.walk.history
+    for (_, r), nxt in zip(h.iloc[:-1].iterrows(), h['scale'].iloc[1:]):
+        target = r['scale'] * (r['lr'] / r['lrs'][5] if r['lr'] else 0.25)
+        close(nxt, (r['scale'] * target) ** 0.5)
+
+def test_fit_walk_walks_then_anneals():
+    learn = tiny_learner(lr=1e-4)
+    with learn.no_logging(), learn.no_bar(): learn.fit_walk(2, pct_walk=0.3)
+    h = learn.walk.history
+    assert h['iter'].tolist() == [0, 1, 2, 3, 4]  # pct_train < 0.3 of 16 iterations
+    lrs = np.array(learn.recorder.lrs[5:])
+    assert (np.diff(lrs) < 0).all() and lrs[-1] < lrs[0] / 20  # a cosine from the walked lr down
+    close(lrs[0], 1e-4 * learn.walk.scale, eps=1e-3)
+    assert learn.walk.walk_until == 1.  # the walk is left as it was, for later fits

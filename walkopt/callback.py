@@ -6,15 +6,16 @@
 from __future__ import annotations
 import statistics
 import pandas as pd, torch
-from fastcore.basics import noop
+from fastcore.basics import noop, patch
 from fastai.callback.core import Callback, CancelStepException
-from fastai.learner import ValueMetric
+from fastai.callback.schedule import fit_flat_cos  # patches Learner
+from fastai.learner import Learner, ValueMetric
 from fastai.optimizer import Lookahead
 from fastai.torch_core import to_float
 from .core import *
 
 # %% auto #0
-__all__ = ['HISTORY_COLUMNS', 'optimizer_steps', 'WalkLrMetric', 'WalkCallback']
+__all__ = ['HISTORY_COLUMNS', 'JUDGES', 'optimizer_steps', 'WalkLrMetric', 'WalkCallback']
 
 # %% ../nbs/01_callback.ipynb #5ffc6ec0
 def optimizer_steps(opt) -> tuple:
@@ -31,6 +32,8 @@ def optimizer_steps(opt) -> tuple:
 HISTORY_COLUMNS = ('iter', 'epoch', 'lr', 'loss', 'base_loss', 'lrs', 'losses', 'scale')
 
 # %% ../nbs/01_callback.ipynb #ce798aa1
+JUDGES = ('batch', 'prev')
+
 class WalkLrMetric(ValueMetric):
     "The epoch table's `walk_lr` column: median lr the walk used in the epoch"
 
@@ -44,8 +47,19 @@ class WalkCallback(Callback):
         min_scale:float=1e-6, # Lowest grid centre, as a multiple of the lr the optimizer is given
         max_scale:float=1e6, # Highest grid centre, likewise
         scale:float=1., # Starting grid centre, likewise
+        judge:str='prev', # Batch the candidates are judged on: 'prev' (the one before) or 'batch' (the gradient's own)
+        smooth:float=0., # Re-centre on the winner at once (0) or move the centre part of the way, in log space (0..1)
+        every:int=1, # Walk every `every` iterations; step at the walked lr in between
+        walk_until:float=1., # Fraction of training after which the walk stops and steps at the last walked scale
     ):
         self.mults = walk_multipliers(n_lrs, factor)
+        if judge not in JUDGES: raise ValueError(f"`judge` must be one of {', '.join(map(repr, JUDGES))}, got {judge!r}")
+        self.judge = judge
+        self.smooth = check_float('smooth', smooth, at_least=0)
+        if self.smooth >= 1: raise ValueError(f"`smooth` must be below 1 (1 would never move the centre), got {smooth!r}")
+        self.every = check_int('every', every, 1)
+        self.walk_until = check_float('walk_until', walk_until, above=0)
+        if self.walk_until > 1: raise ValueError(f"`walk_until` is a fraction of training, at most 1, got {walk_until!r}")
         self.min_scale = check_float('min_scale', min_scale, above=0)
         self.max_scale = check_float('max_scale', max_scale, at_least=self.min_scale)
         self.scale = check_float('scale', scale, above=0)
@@ -55,6 +69,7 @@ class WalkCallback(Callback):
 
     def _init_state(self):
         self._rows, self._base_lrs, self._autocast, self._walking, self._training_fit = [], None, None, False, False
+        self._prev_batch, self._steps = None, 0
 
     @property
     def history(self) -> pd.DataFrame:
@@ -65,12 +80,16 @@ class WalkCallback(Callback):
         self._walking = not hasattr(self.learn, 'lr_finder')
         self._drop_column()
         self._training_fit = self._walking and not self.learn.lock.locked()  # `validate`, `get_preds` hold the lock
+        self._steps = 0
         if self._training_fit: self.learn.metrics.append(WalkLrMetric(self._epoch_median_lr, 'walk_lr'))
 
     def before_train(self):
         if self._walking and self.train_iter == 0: self._rows = []
 
     def before_batch(self): self._restore_lrs()
+
+    def after_batch(self):
+        if self._walking and self.judge == 'prev': self._prev_batch = (self.xb, self.yb)
 
     def after_pred(self):
         if self._walking: self._autocast = current_autocast(self.model)
@@ -81,6 +100,8 @@ class WalkCallback(Callback):
         if not params: return
         self._base_lrs = [h['lr'] for h in self.opt.hypers]
         self.opt.set_hyper('lr', [lr * self.scale for lr in self._base_lrs])
+        self._steps += 1
+        if (self._steps - 1) % self.every or self.pct_train >= self.walk_until: return  # a plain step at the walked scale
         step, after_walk = optimizer_steps(self.opt)
         try: winner, losses = walk_to_best(params, self._trial_loss, step, self.mults, self.model)
         except BaseException:
@@ -91,6 +112,7 @@ class WalkCallback(Callback):
         raise CancelStepException()
 
     def after_fit(self):
+        self._prev_batch = None
         self._restore_lrs()
         self._drop_column()
         if self._training_fit and hasattr(self.learn, 'recorder'):
@@ -119,9 +141,10 @@ class WalkCallback(Callback):
         return params
 
     def _trial_loss(self):
+        xb, yb = self._prev_batch or (self.xb, self.yb)  # 'prev' judges on the previous batch, once there is one
         with torch.autocast(**self._autocast):
-            pred = self.model(*self.xb)
-            return self.loss_func(to_float(pred) if self._autocast['enabled'] else pred, *self.yb)
+            pred = self.model(*xb)
+            return self.loss_func(to_float(pred) if self._autocast['enabled'] else pred, *yb)
 
     def _record(self, winner:int, losses:torch.Tensor):
         "Log the walk, show the winning lr to `Recorder` and schedulers, re-centre the grid"
@@ -130,4 +153,18 @@ class WalkCallback(Callback):
         lrs, losses = [centre[-1] * m for m in self.mults], losses.tolist()
         self._rows.append(dict(iter=self.train_iter, epoch=self.epoch, lr=lrs[winner], loss=losses[winner],
                                base_loss=losses[0], lrs=lrs, losses=losses, scale=self.scale))
-        self.scale = recentre(self.scale, self.mults[winner], self.mults[1], (self.min_scale, self.max_scale))
+        target = recentre(self.scale, self.mults[winner], self.mults[1], (self.min_scale, self.max_scale))
+        self.scale = self.scale ** self.smooth * target ** (1 - self.smooth)
+
+# %% ../nbs/01_callback.ipynb #331ff0c3
+@patch
+def fit_walk(self:Learner, n_epoch:int, lr=None, pct_walk:float=0.3, div_final:float=1e5, wd=None, cbs=None,
+             reset_opt:bool=False, start_epoch:int=0, **walk_kwargs):
+    "Walk for the first `pct_walk` of training to find the lr, then anneal it with a cosine to 1/`div_final`"
+    pct_walk = check_float('pct_walk', pct_walk, above=0)
+    if getattr(self, 'walk', None) is None: self.add_cb(WalkCallback(**walk_kwargs))  # stays, like any added callback
+    elif walk_kwargs: raise ValueError(f"the learner already has a WalkCallback: set {', '.join(walk_kwargs)} on `learn.walk`")
+    old, self.walk.walk_until = self.walk.walk_until, pct_walk
+    try: self.fit_flat_cos(n_epoch, lr, div_final=div_final, pct_start=pct_walk, wd=wd, cbs=cbs, reset_opt=reset_opt,
+                           start_epoch=start_epoch)
+    finally: self.walk.walk_until = old
