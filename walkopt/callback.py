@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_callback.ipynb #f42fae17
 from __future__ import annotations
-import statistics
+import statistics, warnings
 import pandas as pd, torch
 from fastcore.basics import noop, patch
 from fastai.callback.core import Callback, CancelStepException
@@ -15,7 +15,7 @@ from fastai.torch_core import to_float
 from .core import *
 
 # %% auto #0
-__all__ = ['HISTORY_COLUMNS', 'JUDGES', 'optimizer_steps', 'WalkLrMetric', 'WalkCallback']
+__all__ = ['HISTORY_COLUMNS', 'JUDGES', 'SCALE_HYPER', 'optimizer_steps', 'WalkLrMetric', 'WalkCallback']
 
 # %% ../nbs/01_callback.ipynb #5ffc6ec0
 def optimizer_steps(opt) -> tuple:
@@ -29,10 +29,11 @@ def optimizer_steps(opt) -> tuple:
     return opt.opt.step, sync
 
 # %% ../nbs/01_callback.ipynb #664762e0
-HISTORY_COLUMNS = ('iter', 'epoch', 'lr', 'loss', 'base_loss', 'lrs', 'losses', 'scale')
+HISTORY_COLUMNS = ('iter', 'epoch', 'lr', 'loss', 'base_loss', 'lrs', 'losses', 'scale', 'skipped')
 
 # %% ../nbs/01_callback.ipynb #ce798aa1
 JUDGES = ('batch', 'prev')
+SCALE_HYPER = 'walk_scale'  # where the grid centre is kept in the optimizer, so `learn.save(with_opt=True)` keeps it
 
 class WalkLrMetric(ValueMetric):
     "The epoch table's `walk_lr` column: median lr the walk used in the epoch"
@@ -62,8 +63,8 @@ class WalkCallback(Callback):
         if self.walk_until > 1: raise ValueError(f"`walk_until` is a fraction of training, at most 1, got {walk_until!r}")
         self.min_scale = check_float('min_scale', min_scale, above=0)
         self.max_scale = check_float('max_scale', max_scale, at_least=self.min_scale)
-        self.scale = check_float('scale', scale, above=0)
-        if not self.min_scale <= self.scale <= self.max_scale:
+        self._scale = check_float('scale', scale, above=0)
+        if not self.min_scale <= self._scale <= self.max_scale:
             raise ValueError(f"`scale` must lie within [min_scale, max_scale] = [{min_scale}, {max_scale}], got {scale!r}")
         self._init_state()
 
@@ -72,12 +73,27 @@ class WalkCallback(Callback):
         self._prev_batch, self._steps = None, 0
 
     @property
+    def scale(self) -> float:
+        "Grid centre, as a multiple of the lr the optimizer is given; kept in the optimizer's hyper-parameters too"
+        return self._scale
+
+    @scale.setter
+    def scale(self, value):
+        self._scale = check_float('scale', value, above=0)
+        if self.learn is None or self.opt is None: return
+        if hasattr(self.opt, 'bwd_map'): self.opt.bwd_map.setdefault(SCALE_HYPER, SCALE_HYPER)  # OptimWrapper
+        self.opt.set_hyper(SCALE_HYPER, self._scale)
+
+    @property
     def history(self) -> pd.DataFrame:
         "One row per walk of the latest `fit`: iteration, winning lr, losses, candidate lrs and their losses"
         return pd.DataFrame(self._rows, columns=list(HISTORY_COLUMNS))
 
     def before_fit(self):
         self._walking = not hasattr(self.learn, 'lr_finder')
+        if self._walking: self._check_can_walk()
+        if SCALE_HYPER in self.opt.hypers[-1]: self._scale = self.opt.hypers[-1][SCALE_HYPER]  # saved with the optimizer
+        self._warned = False
         self._drop_column()
         self._training_fit = self._walking and not self.learn.lock.locked()  # `validate`, `get_preds` hold the lock
         self._steps = 0
@@ -94,6 +110,11 @@ class WalkCallback(Callback):
     def after_pred(self):
         if self._walking: self._autocast = current_autocast(self.model)
 
+    def after_loss(self):
+        if self._walking and self.loss_grad.numel() != 1:
+            raise ValueError(f"WalkCallback needs a scalar loss to compare candidates, got shape {tuple(self.loss_grad.shape)}"
+                             " (use a reduction such as 'mean')")
+
     def before_step(self):
         if not self._walking: return
         params = self._walk_params()
@@ -102,8 +123,10 @@ class WalkCallback(Callback):
         self.opt.set_hyper('lr', [lr * self.scale for lr in self._base_lrs])
         self._steps += 1
         if (self._steps - 1) % self.every or self.pct_train >= self.walk_until: return  # a plain step at the walked scale
+        if not grads_finite(params): return self._skip_nonfinite()
         step, after_walk = optimizer_steps(self.opt)
-        try: winner, losses = walk_to_best(params, self._trial_loss, step, self.mults, self.model)
+        state = getattr(self.opt, 'opt', self.opt).state  # per-parameter state of fastai's, Lookahead's inner or torch's optimizer
+        try: winner, losses = walk_to_best(params, self._trial_loss, step, self.mults, self.model, state)
         except BaseException:
             self._restore_lrs()  # the weights are back where they were; so are the learning rates
             raise
@@ -124,6 +147,28 @@ class WalkCallback(Callback):
         if self._base_lrs is None: return
         self.opt.set_hyper('lr', self._base_lrs)
         self._base_lrs = None
+
+    def _check_can_walk(self):
+        "Refuse, by name, what the walk cannot drive"
+        if self.opt is None: self.learn.create_opt()
+        if not any(p.requires_grad for pg in self.opt.param_lists for p in pg):
+            raise ValueError("WalkCallback: the model has no trainable parameters to walk")
+        inner = getattr(self.opt, 'opt', None)
+        if isinstance(inner, torch.optim.LBFGS):
+            raise ValueError("WalkCallback cannot drive LBFGS: its step needs a closure that re-evaluates the loss")
+
+    def _skip_nonfinite(self):
+        "A non-finite gradient: stay put without stepping (the optimizer's state stays clean), log it, warn once a fit"
+        if not self._warned:
+            warnings.warn(f"WalkCallback: non-finite gradient at iteration {self.train_iter}: staying put without "
+                          "stepping (warned once per fit; see `skipped` in learn.walk.history)")
+            self._warned = True
+        nan = float('nan')
+        self.opt.set_hyper('lr', 0.)
+        self._rows.append(dict(iter=self.train_iter, epoch=self.epoch, lr=0., loss=nan, base_loss=nan,
+                               lrs=[self._base_lrs[-1] * self.scale * m for m in self.mults], losses=[nan] * len(self.mults),
+                               scale=self.scale, skipped=True))
+        raise CancelStepException()
 
     def _drop_column(self):
         self.learn.metrics = [m for m in self.learn.metrics if not isinstance(m, WalkLrMetric)]
@@ -152,7 +197,7 @@ class WalkCallback(Callback):
         self.opt.set_hyper('lr', [lr * self.mults[winner] for lr in centre])
         lrs, losses = [centre[-1] * m for m in self.mults], losses.tolist()
         self._rows.append(dict(iter=self.train_iter, epoch=self.epoch, lr=lrs[winner], loss=losses[winner],
-                               base_loss=losses[0], lrs=lrs, losses=losses, scale=self.scale))
+                               base_loss=losses[0], lrs=lrs, losses=losses, scale=self.scale, skipped=False))
         target = recentre(self.scale, self.mults[winner], self.mults[1], (self.min_scale, self.max_scale))
         self.scale = self.scale ** self.smooth * target ** (1 - self.smooth)
 

@@ -12,7 +12,8 @@ from torch import nn, Tensor
 
 # %% auto #0
 __all__ = ['check_int', 'check_float', 'walk_multipliers', 'pick_winner', 'recentre', 'preserved_buffers', 'rng_devices',
-           'current_autocast', 'move_to', 'scalar_loss', 'losses_along', 'walk_to_best']
+           'current_autocast', 'move_to', 'scalar_loss', 'losses_along', 'snapshot_state', 'grads_finite',
+           'walk_to_best']
 
 # %% ../nbs/00_core.ipynb #d34ae392
 def check_int(name:str, value, min_value:int) -> int:
@@ -101,12 +102,28 @@ def losses_along(params:Sequence[Tensor], origin:Sequence[Tensor], delta:Sequenc
             with torch.random.fork_rng(devices=devices): losses.append(scalar_loss(loss_fn()))
     return torch.stack(losses)
 
+# %% ../nbs/00_core.ipynb #e68abb58
+def snapshot_state(state:dict, params:Sequence[Tensor]) -> Callable[[], None]:
+    "Copy an optimizer's per-parameter `state` for `params`; return a function that puts that copy back"
+    saved = {p: {k: v.clone() if isinstance(v, Tensor) else v for k, v in state[p].items()} if p in state else None
+             for p in params}
+    def restore():
+        for p, s in saved.items():
+            if s is None: state.pop(p, None)
+            else: state[p] = s
+    return restore
+
+def grads_finite(params:Sequence[Tensor]) -> bool:
+    "Whether every gradient of `params` is finite (one host sync)"
+    return bool(torch.isfinite(torch.stack(torch._foreach_norm([p.grad for p in params]))).all())
+
 # %% ../nbs/00_core.ipynb #71e56894
 def walk_to_best(params:Sequence[Tensor], loss_fn:Callable[[], Tensor], step:Callable[[], None],
-                 mults:Sequence[float], module:nn.Module=None) -> tuple[int, Tensor]:
+                 mults:Sequence[float], module:nn.Module=None, state:dict=None) -> tuple[int, Tensor]:
     "Step once, try `origin + m*(stepped - origin)` for each `m` in `mults`, settle at the best: (winner index, losses)"
     params = list(params)
     origin = [p.detach().clone() for p in params]
+    restore_state = snapshot_state(state, params) if state is not None else None
     try:
         step()
         with torch.no_grad(): delta = torch._foreach_sub([p.detach() for p in params], origin)
@@ -116,4 +133,5 @@ def walk_to_best(params:Sequence[Tensor], loss_fn:Callable[[], Tensor], step:Cal
         return winner, losses
     except BaseException:
         move_to(params, origin, origin, 0.)
+        if restore_state is not None: restore_state()
         raise

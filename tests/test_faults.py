@@ -1,0 +1,107 @@
+"The walk never corrupts a run: non-finite values, interrupts, resume, determinism, bad input."
+import warnings
+from functools import partial
+import numpy as np, pytest, torch
+from fastai.callback.core import Callback
+from fastai.callback.progress import ProgressCallback  # patches Learner.no_bar
+from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
+from fastai.losses import MSELossFlat
+from fastai.optimizer import OptimWrapper
+from walkopt.callback import WalkCallback
+from walkopt.test_utils import tiny_learner
+
+def fit_quietly(learn, n_epoch=1, **kwargs):
+    with learn.no_logging(), learn.no_bar(): learn.fit(n_epoch, **kwargs)
+    return learn
+
+class NanLossAt:
+    "MSE, but nan on the training forwards of the given iterations (the walk's trials are not counted)"
+    def __init__(self, iters): self.iters, self.learn = set(iters), None
+    def __call__(self, pred, y):
+        loss = MSELossFlat()(pred, y)
+        grad_on = torch.is_grad_enabled() and self.learn.training
+        return loss * float('nan') if grad_on and self.learn.train_iter in self.iters else loss
+
+class StateBeforeStep(Callback):
+    "Copies of parameters, buffers and the optimizer's per-parameter state just before each walk"
+    order = WalkCallback.order - 1
+    def before_fit(self): self.states = {}
+    def before_step(self):
+        opt_state = [{k: torch.as_tensor(v).clone() for k, v in self.opt.state[p].items()} for p in self.model.parameters()]
+        self.states[self.train_iter] = ([t.detach().clone() for t in (*self.model.parameters(), *self.model.buffers())], opt_state)
+
+def opt_state_now(learn):
+    return [{k: torch.as_tensor(v).clone() for k, v in learn.opt.state[p].items()} for p in learn.model.parameters()]
+
+def same_state(a, b): return all(a_.keys() == b_.keys() and all(torch.equal(a_[k], b_[k]) for k in a_) for a_, b_ in zip(a, b))
+
+def test_nonfinite_gradient_stays_put_without_stepping_and_warns_once():
+    learn = tiny_learner(cbs=[WalkCallback(), probe := StateBeforeStep()])
+    learn.loss_func = nan_loss = NanLossAt({2, 5})
+    nan_loss.learn = learn
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        fit_quietly(learn)
+    walk_warnings = [w for w in caught if 'non-finite gradient' in str(w.message)]
+    assert len(walk_warnings) == 1  # once per fit
+    h = learn.walk.history
+    assert h['skipped'].tolist() == [i in (2, 5) for i in range(8)]
+    assert (h.loc[h['skipped'], 'lr'] == 0).all() and h.loc[h['skipped'], 'loss'].isna().all()
+    for p in learn.model.parameters(): assert learn.opt.state[p]['step'] == 6  # the optimizer stepped only 6 times
+    assert all(torch.isfinite(p).all() for p in learn.model.parameters())
+    params_at_2 = probe.states[2][0][:5]
+    params_at_3 = probe.states[3][0][:5]
+    assert all(torch.equal(a, b) for a, b in zip(params_at_2, params_at_3))  # iteration 2 did not move the weights
+    assert h['scale'].iloc[2] == h['scale'].iloc[3]  # nor the grid centre
+
+def test_interrupt_mid_walk_restores_weights_buffers_and_optimizer_state():
+    learn = tiny_learner(cbs=[WalkCallback(), probe := StateBeforeStep()])
+    calls = []
+    def loss(pred, y):
+        calls.append(1)
+        if len(calls) == 16: raise KeyboardInterrupt()  # in the middle of the second walk
+        return MSELossFlat()(pred, y)
+    learn.loss_func = loss
+    with pytest.raises(KeyboardInterrupt): fit_quietly(learn)
+    tensors, opt_state = probe.states[1]
+    assert all(torch.equal(t, s) for t, s in zip((*learn.model.parameters(), *learn.model.buffers()), tensors))
+    assert same_state(opt_state_now(learn), opt_state)  # Adam's moments and step count as before the walk
+
+def test_resume_continues_from_the_same_grid_centre(tmp_path):
+    learn = fit_quietly(tiny_learner(lr=1e-5, cbs=WalkCallback()))
+    learn.path = tmp_path
+    scale = learn.walk.scale
+    assert scale > 10
+    learn.save('walked', with_opt=True)
+    resumed = tiny_learner(lr=1e-5, cbs=WalkCallback())
+    resumed.path = tmp_path
+    resumed.load('walked', with_opt=True)
+    fit_quietly(resumed)
+    assert resumed.walk.history['scale'].iloc[0] == scale
+
+def test_with_save_model_and_early_stopping(tmp_path):
+    learn = tiny_learner(lr=1e-4, cbs=[WalkCallback(), SaveModelCallback(fname='best'), EarlyStoppingCallback(patience=1)])
+    learn.path = tmp_path
+    fit_quietly(learn, 4)
+    assert (tmp_path / 'models' / 'best.pth').exists()
+    assert len(learn.walk.history) > 0 and learn.walk.history['iter'].iloc[0] == 0
+
+def test_same_seed_same_history():
+    runs = [fit_quietly(tiny_learner(cbs=WalkCallback())).walk.history for _ in range(2)]
+    assert runs[0]['lr'].tolist() == runs[1]['lr'].tolist()
+    assert runs[0]['losses'].tolist() == runs[1]['losses'].tolist()
+
+def test_refuses_an_optimizer_it_cannot_drive():
+    learn = tiny_learner(opt_func=partial(OptimWrapper, opt=torch.optim.LBFGS), cbs=WalkCallback())
+    learn.splitter = lambda m: list(m.parameters())  # LBFGS takes a single parameter group
+    with pytest.raises(ValueError, match='cannot drive LBFGS'): fit_quietly(learn)
+
+def test_refuses_a_model_with_nothing_to_train():
+    learn = tiny_learner(cbs=WalkCallback())
+    for p in learn.model.parameters(): p.requires_grad_(False)
+    with pytest.raises(ValueError, match='no trainable parameters'): fit_quietly(learn)
+
+def test_refuses_a_loss_that_is_not_a_scalar():
+    learn = tiny_learner(cbs=WalkCallback())
+    learn.loss_func = MSELossFlat(reduction='none')
+    with pytest.raises(ValueError, match='needs a scalar loss'): fit_quietly(learn)
