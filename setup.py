@@ -7,6 +7,7 @@ cfg.read('settings.ini', encoding='utf-8')
 cfg = cfg['DEFAULT']
 licenses = {'apache2': ('Apache Software License 2.0', 'OSI Approved :: Apache Software License')}
 lic = licenses[cfg['license']]
+distributed = cfg['distributed_requirements'].split()  # pip install -e ".[distributed]": learn.distrib_ctx()
 
 setuptools.setup(
     name=cfg['lib_name'], version=cfg['version'], description=cfg['description'],
@@ -14,7 +15,8 @@ setuptools.setup(
     author=cfg['author'], author_email=cfg['author_email'], license=lic[0], url=cfg['git_url'],
     keywords=cfg['keywords'].split(), packages=setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
     include_package_data=True, zip_safe=False, python_requires='>=' + cfg['min_python'],
-    install_requires=cfg['requirements'].split(), extras_require={'dev': cfg['dev_requirements'].split()},
+    install_requires=cfg['requirements'].split(),
+    extras_require={'distributed': distributed, 'dev': cfg['dev_requirements'].split() + distributed},
     classifiers=['Development Status :: ' + cfg['status'], 'Intended Audience :: ' + cfg['audience'],
                  'License :: ' + lic[1], 'Natural Language :: ' + cfg['language'],
                  'Programming Language :: Python :: 3'],

@@ -12,8 +12,8 @@ from torch import nn, Tensor
 
 # %% auto #0
 __all__ = ['check_int', 'check_float', 'walk_multipliers', 'pick_winner', 'recentre', 'preserved_buffers', 'rng_devices',
-           'current_autocast', 'move_to', 'scalar_loss', 'losses_along', 'snapshot_state', 'grads_finite',
-           'walk_to_best']
+           'current_autocast', 'move_to', 'scalar_loss', 'mean_across_processes', 'losses_along', 'snapshot_state',
+           'grads_finite', 'walk_to_best']
 
 # %% ../nbs/00_core.ipynb #d34ae392
 def check_int(name:str, value, min_value:int) -> int:
@@ -91,6 +91,13 @@ def scalar_loss(loss) -> Tensor:
     return loss.detach().float().reshape(())
 
 # %% ../nbs/00_core.ipynb #9c0d6634
+def mean_across_processes(t:Tensor) -> Tensor:
+    "`t` averaged over the processes of a `torch.distributed` run, in one collective; `t` itself in a single process"
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return t
+    dist.all_reduce(t)
+    return t / dist.get_world_size()
+
 def losses_along(params:Sequence[Tensor], origin:Sequence[Tensor], delta:Sequence[Tensor], mults:Sequence[float],
                  loss_fn:Callable[[], Tensor], module:nn.Module=None) -> Tensor:
     "Loss at `origin + m*delta` for each `m` in `mults`: no gradients, buffers of `module` kept, same randomness for all"
@@ -100,7 +107,7 @@ def losses_along(params:Sequence[Tensor], origin:Sequence[Tensor], delta:Sequenc
         for m in mults:
             move_to(params, origin, delta, m)
             with torch.random.fork_rng(devices=devices): losses.append(scalar_loss(loss_fn()))
-    return torch.stack(losses)
+    return mean_across_processes(torch.stack(losses))  # each process judged its own shard: all must pick one winner
 
 # %% ../nbs/00_core.ipynb #e68abb58
 def snapshot_state(state:dict, params:Sequence[Tensor]) -> Callable[[], None]:
