@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: demo test sync readme
+.PHONY: demo test sync bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,3 +25,7 @@ test: $(VENV)/.installed
 # Export the library from the notebooks, clean them, and render README.md from nbs/index.ipynb.
 sync: $(VENV)/.installed
 	$(BIN)/nbdev_clean && $(BIN)/nbdev_export && $(BIN)/python tools/readme.py
+
+# What the walk costs over plain training: median ratios of epoch time and peak GPU memory (small sizes on a CPU).
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench.py

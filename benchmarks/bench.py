@@ -1,0 +1,87 @@
+"""`make bench`: what the walk costs over plain fastai training, as ratios measured in one run.
+
+Trains three models on synthetic inputs for one epoch each way, interleaved (plain, walk, walk every 4th step,
+plain, ...), and prints the median ratios of epoch time and peak GPU memory against plain training, with the
+device named. On a GPU the sizes are the ones of issue 6 (MNIST-1D CNN at batch 512, ResNet-18 on 32x32 at batch 256,
+a 4-layer transformer, d=256, at batch 64 x 128 tokens); on a CPU they are cut down so it runs in a minute or two.
+
+    python benchmarks/bench.py [--reps 3] [--batches N] [--out results.csv]
+"""
+import argparse, statistics, time
+import pandas as pd, torch
+from torch import nn
+from fastai.basics import Learner, CrossEntropyLossFlat, Adam
+from fastai.callback.progress import ProgressCallback  # patches Learner.no_bar
+from walkopt.callback import WalkCallback
+from walkopt.data import tensor_dls, mnist1d_cnn
+
+class TokenClassifier(nn.Module):
+    "Embedding, a transformer encoder, mean pooling, a linear head"
+    def __init__(self, vocab=1000, d=256, layers=4, heads=4, n_out=10):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(d, heads, 4 * d, batch_first=True), layers)
+        self.head = nn.Linear(d, n_out)
+    def forward(self, x): return self.head(self.enc(self.emb(x)).mean(1))
+
+def resnet18():
+    from torchvision.models import resnet18
+    return resnet18(num_classes=10)
+
+def models(gpu):
+    "name -> (model factory, input maker(n), batch size)"
+    s = 1 if gpu else 8  # CPU: smaller batches and sequences
+    return {
+        'MNIST-1D CNN': (mnist1d_cnn, lambda n: torch.randn(n, 40), 512 // s),
+        'ResNet-18 32x32': (resnet18, lambda n: torch.randn(n, 3, 32, 32), 256 // s),
+        'Transformer d=256 x4': (TokenClassifier, lambda n: torch.randint(0, 1000, (n, 128 // s)), 64 // s),
+    }
+
+ARMS = {'plain': None, 'walk': dict(), 'walk every 4': dict(every=4)}
+
+def one_epoch(make_model, make_x, bs, batches, arm, device):
+    "Seconds and peak memory (bytes, GPU only) of one fastai epoch (no validation) with `arm`"
+    torch.manual_seed(0)
+    x, y = make_x(bs * batches), torch.randint(0, 10, (bs * batches,))
+    dls = tensor_dls(x, y, x[:bs], y[:bs], bs=bs, device=device)
+    cbs = [WalkCallback(**ARMS[arm])] if ARMS[arm] is not None else []
+    learn = Learner(dls, make_model(), loss_func=CrossEntropyLossFlat(), opt_func=Adam, lr=1e-3, cbs=cbs)
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(1)  # warm-up: kernels, allocator, cuDNN choices
+        if device.type == 'cuda': torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        learn.fit(1)
+        if device.type == 'cuda': torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return seconds, torch.cuda.max_memory_allocated() if device.type == 'cuda' else float('nan')
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--reps', type=int, default=3)
+    p.add_argument('--batches', type=int, default=None, help='batches per epoch (default: 50 on a GPU, 4 on a CPU)')
+    p.add_argument('--out', default=None, help='also write the raw timings to this CSV')
+    a = p.parse_args()
+    gpu = torch.cuda.is_available()
+    device = torch.device('cuda' if gpu else 'cpu')
+    batches = a.batches or (50 if gpu else 4)
+    name = torch.cuda.get_device_name() if gpu else 'CPU'
+    print(f"walkopt bench on {name}, torch {torch.__version__}, {batches} batches per epoch, {a.reps} interleaved reps")
+    rows = []
+    for model, (make_model, make_x, bs) in models(gpu).items():
+        for rep in range(a.reps):
+            for arm in ARMS:
+                sec, mem = one_epoch(make_model, make_x, bs, batches, arm, device)
+                rows.append(dict(model=model, batch=bs, rep=rep, arm=arm, seconds=sec, peak_bytes=mem))
+    df = pd.DataFrame(rows)
+    if a.out: df.to_csv(a.out, index=False)
+    plain = df[df.arm == 'plain'].set_index(['model', 'rep'])
+    table = []
+    for (model, arm), g in df[df.arm != 'plain'].groupby(['model', 'arm'], sort=False):
+        g = g.set_index(['model', 'rep'])
+        table.append(dict(model=model, batch=int(g['batch'].iloc[0]), arm=arm,
+                          time_ratio=statistics.median(g['seconds'] / plain['seconds'].loc[g.index]),
+                          memory_ratio=statistics.median(g['peak_bytes'] / plain['peak_bytes'].loc[g.index]),
+                          plain_seconds=statistics.median(plain['seconds'].loc[g.index])))
+    print(pd.DataFrame(table).to_string(index=False, float_format=lambda v: f'{v:.2f}'))
+
+if __name__ == '__main__': main()
