@@ -1,5 +1,5 @@
 "walkopt-compare from the command line (as users run it) and compare() on a user's own learner."
-import math, subprocess, sys
+import subprocess, sys
 from pathlib import Path
 import pandas as pd, pytest
 from walkopt.compare import compare, summarize

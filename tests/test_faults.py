@@ -1,7 +1,7 @@
 "The walk never corrupts a run: non-finite values, interrupts, resume, determinism, bad input."
 import warnings
 from functools import partial
-import numpy as np, pytest, torch
+import pytest, torch
 from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback  # patches Learner.no_bar
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback

@@ -8,7 +8,7 @@ import os, time
 from functools import partial
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-import numpy as np, pandas as pd
+import pandas as pd
 from matplotlib.figure import Figure
 
 # %% auto #0

@@ -91,13 +91,13 @@ class WalkCallback(Callback):
 
     def before_fit(self):
         self._walking = not hasattr(self.learn, 'lr_finder')
-        if self._walking: self._check_can_walk()
-        if SCALE_HYPER in self.opt.hypers[-1]: self._scale = self.opt.hypers[-1][SCALE_HYPER]  # saved with the optimizer
-        self._warned = False
-        self._drop_column()
         self._training_fit = self._walking and not self.learn.lock.locked()  # `validate`, `get_preds` hold the lock
-        self._steps = 0
-        if self._training_fit: self.learn.metrics.append(WalkLrMetric(self._epoch_median_lr, 'walk_lr'))
+        self._drop_column()
+        self._steps, self._warned = 0, False
+        if not self._training_fit: return
+        self._check_can_walk()
+        if SCALE_HYPER in self.opt.hypers[-1]: self._scale = self.opt.hypers[-1][SCALE_HYPER]  # saved with the optimizer
+        self.learn.metrics.append(WalkLrMetric(self._epoch_median_lr, 'walk_lr'))
 
     def before_train(self):
         if self._walking and self.train_iter == 0: self._rows = []
@@ -131,7 +131,9 @@ class WalkCallback(Callback):
             self._restore_lrs()  # the weights are back where they were; so are the learning rates
             raise
         after_walk()
-        self._record(winner, losses)
+        self._record(winner, losses.tolist())
+        target = recentre(self.scale, self.mults[winner], self.mults[1], (self.min_scale, self.max_scale))
+        self.scale = self.scale ** self.smooth * target ** (1 - self.smooth)
         raise CancelStepException()
 
     def after_fit(self):
@@ -163,11 +165,7 @@ class WalkCallback(Callback):
             warnings.warn(f"WalkCallback: non-finite gradient at iteration {self.train_iter}: staying put without "
                           "stepping (warned once per fit; see `skipped` in learn.walk.history)")
             self._warned = True
-        nan = float('nan')
-        self.opt.set_hyper('lr', 0.)
-        self._rows.append(dict(iter=self.train_iter, epoch=self.epoch, lr=0., loss=nan, base_loss=nan,
-                               lrs=[self._base_lrs[-1] * self.scale * m for m in self.mults], losses=[nan] * len(self.mults),
-                               scale=self.scale, skipped=True))
+        self._record(0, [float('nan')] * len(self.mults), skipped=True)
         raise CancelStepException()
 
     def _drop_column(self):
@@ -191,15 +189,13 @@ class WalkCallback(Callback):
             pred = self.model(*xb)
             return self.loss_func(to_float(pred) if self._autocast['enabled'] else pred, *yb)
 
-    def _record(self, winner:int, losses:torch.Tensor):
-        "Log the walk, show the winning lr to `Recorder` and schedulers, re-centre the grid"
+    def _record(self, winner:int, losses:list, skipped:bool=False):
+        "Log the walk (before re-centring) and show the winning lr to `Recorder` and schedulers"
         centre = [lr * self.scale for lr in self._base_lrs]
         self.opt.set_hyper('lr', [lr * self.mults[winner] for lr in centre])
-        lrs, losses = [centre[-1] * m for m in self.mults], losses.tolist()
+        lrs = [centre[-1] * m for m in self.mults]
         self._rows.append(dict(iter=self.train_iter, epoch=self.epoch, lr=lrs[winner], loss=losses[winner],
-                               base_loss=losses[0], lrs=lrs, losses=losses, scale=self.scale, skipped=False))
-        target = recentre(self.scale, self.mults[winner], self.mults[1], (self.min_scale, self.max_scale))
-        self.scale = self.scale ** self.smooth * target ** (1 - self.smooth)
+                               base_loss=losses[0], lrs=lrs, losses=losses, scale=self.scale, skipped=skipped))
 
 # %% ../nbs/01_callback.ipynb #331ff0c3
 @patch

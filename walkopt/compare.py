@@ -4,12 +4,12 @@
 
 # %% ../nbs/03_compare.ipynb #b243e96a
 from __future__ import annotations
-import argparse, math, os, sys, time
+import argparse, time
 from pathlib import Path
 from typing import Callable, Sequence
 import numpy as np, pandas as pd
 from matplotlib.figure import Figure
-from fastcore.basics import store_attr
+
 from fastprogress.fastprogress import progress_bar
 from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback

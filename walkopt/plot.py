@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_plot.ipynb #2534a680
 from __future__ import annotations
-import math, time
+import math
 import numpy as np, pandas as pd
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.ticker import NullFormatter
