@@ -36,6 +36,7 @@ def test_resume_keeps_finished_runs_and_trains_the_rest(tmp_path):
     (['--lrs', '1e-3,0'], ['`lrs[1]` must be a finite number > 0']),
     (['--lrs', 'fast'], ["expected numbers separated by commas, got 'fast'"]),
     (['--epochs', '0'], ['`epochs` must be an integer >= 1']),
+    (['--seeds', '0,-1'], ['`seeds` must be an integer >= 0']),
 ])
 def test_cli_refuses_bad_requests_before_training(tmp_path, args, message):
     res = cli('--out', str(tmp_path / 'out'), *args)

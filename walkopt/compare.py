@@ -242,9 +242,10 @@ def main(argv:Sequence[str]=None):
     try:
         methods = _choices('method', [m.strip() for m in a.methods.split(',') if m.strip()], METHODS)
         lrs, epochs = check_lrs(a.lrs), check_int('epochs', a.epochs, 1)
+        seeds = [check_int('seeds', s, 0) for s in a.seeds]
         out = writable_dir(a.out)
     except ValueError as e: p.error(str(e))
     print(f"walkopt-compare: {a.dataset}, {epochs} epochs, lrs {', '.join(f'{lr:g}' for lr in lrs)}, seeds "
-          f"{', '.join(map(str, a.seeds))}; results in {out}/", flush=True)
-    results = compare(DATASETS[a.dataset], lrs, epochs, methods, a.seeds, csv=out / 'results.csv', resume=a.resume)
+          f"{', '.join(map(str, seeds))}; results in {out}/", flush=True)
+    results = compare(DATASETS[a.dataset], lrs, epochs, methods, seeds, csv=out / 'results.csv', resume=a.resume)
     print(write_report(results, out, a.target, title=f'walkopt-compare: {a.dataset}, {epochs} epochs'))
