@@ -10,22 +10,13 @@ from fastai.callback.training import GradientAccumulation, GradientClip
 from fastai.learner import load_learner
 from fastai.optimizer import SGD, Adam, RAdam, Lookahead, OptimWrapper, ranger
 from walkopt.callback import WalkCallback
-from walkopt.test_utils import tiny_learner, ReplayLrs, SnapshotBeforeStep, FailingLoss
+from walkopt.test_utils import tiny_learner, ReplayLrs, fit_quietly, optimizer_state
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
-
-def fit_quietly(learn, n_epoch=1, method='fit', *args, **kwargs):
-    with learn.no_logging(), learn.no_bar(): getattr(learn, method)(n_epoch, *args, **kwargs)
-    return learn
 
 def max_gap(a, b):
     "Largest difference between two sequences of tensors"
     return max((x - y).abs().max().item() for x, y in zip(a, b))
-
-def optimizer_state(learn):
-    "The per-parameter state tensors and counters of `learn`'s optimizer, fastai's or PyTorch's (through OptimWrapper)"
-    state = getattr(learn.opt, 'opt', learn.opt).state
-    return [torch.as_tensor(v, dtype=torch.float64) for p in learn.model.parameters() for v in state[p].values()]
 
 OPTIMIZERS = dict(
     sgd=SGD, sgd_momentum=partial(SGD, mom=0.9), adam=Adam, radam=RAdam, ranger=partial(ranger, k=3),
@@ -42,7 +33,7 @@ def test_walk_is_the_optimizers_step_replayed(name):
     assert len(h) == 16 and len(set(h['lr'])) > 2  # the walk really chose different step sizes
     plain = fit_quietly(tiny_learner(opt_func=opt_func, bn=False, dropout=0., cbs=ReplayLrs(h['lr'])), 2)
     assert max_gap(walked.model.parameters(), plain.model.parameters()) < 1e-5
-    ws, ps = optimizer_state(walked), optimizer_state(plain)
+    ws, ps = ([v.double() for s in optimizer_state(l) for v in s.values()] for l in (walked, plain))
     assert len(ws) == len(ps) > 0 and max_gap(ws, ps) < 1e-4
     if isinstance(walked.opt, Lookahead):
         assert walked.opt.count == plain.opt.count == 16
@@ -123,7 +114,7 @@ def test_fine_tune():
     body = lambda: [p.detach().cpu().clone() for p in learn.opt.param_lists[0]]  # fit moves the model to the GPU
     learn.add_cb(Callback(after_fit=lambda cb: frozen_phase.append(body())))
     start = body()
-    with learn.no_logging(), learn.no_bar(): learn.fine_tune(1, base_lr=1e-3, freeze_epochs=1)
+    fit_quietly(learn, 1, 'fine_tune', base_lr=1e-3, freeze_epochs=1)
     assert all(torch.equal(p, q) for p, q in zip(start, frozen_phase[0]))  # the body did not move while frozen
     h = learn.walk.history
     assert len(h) == 8 and (h['loss'] <= h['base_loss']).all()
@@ -170,15 +161,6 @@ def test_trials_run_under_the_training_forwards_autocast(autocast):
     learn.model.insert(0, probe := AutocastProbe())
     fit_quietly(learn)
     assert probe.seen[:88] == [autocast] * 88  # 8 batches x (1 training + 10 trial forwards), then validation
-
-def test_interrupt_during_a_walk_restores_parameters_and_buffers():
-    learn = tiny_learner(cbs=[WalkCallback(), SnapshotBeforeStep()])
-    learn.loss_func = FailingLoss(fail_at=16, exc=KeyboardInterrupt())  # in the middle of the second walk
-    with pytest.raises(KeyboardInterrupt): fit_quietly(learn)
-    state = [*learn.model.parameters(), *learn.model.buffers()]
-    assert all(torch.equal(t, s) for t, s in zip(state, learn.snapshot_before_step.state))
-    assert len(learn.walk.history) == 1
-    assert [h['lr'] for h in learn.opt.hypers] == [learn.lr] * 2  # not left at the walk's scaled lr
 
 def test_export_and_load_learner(tmp_path):
     learn = fit_quietly(tiny_learner(lr=1e-5, cbs=WalkCallback(n_lrs=5, factor=2.)), 1)
@@ -253,7 +235,7 @@ def test_smooth_moves_the_centre_part_of_the_way():
 
 def test_fit_walk_walks_then_anneals():
     learn = tiny_learner(lr=1e-4)
-    with learn.no_logging(), learn.no_bar(): learn.fit_walk(2, pct_walk=0.3)
+    fit_quietly(learn, 2, 'fit_walk', pct_walk=0.3)
     h = learn.walk.history
     assert h['iter'].tolist() == [0, 1, 2, 3, 4]  # pct_train < 0.3 of 16 iterations
     lrs = np.array(learn.recorder.lrs[5:])

@@ -2,17 +2,11 @@
 import warnings
 from functools import partial
 import pytest, torch
-from fastai.callback.core import Callback
-from fastai.callback.progress import ProgressCallback  # patches Learner.no_bar
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
 from fastai.losses import MSELossFlat
 from fastai.optimizer import OptimWrapper
 from walkopt.callback import WalkCallback
-from walkopt.test_utils import tiny_learner
-
-def fit_quietly(learn, n_epoch=1, **kwargs):
-    with learn.no_logging(), learn.no_bar(): learn.fit(n_epoch, **kwargs)
-    return learn
+from walkopt.test_utils import tiny_learner, fit_quietly, optimizer_state, SnapshotBeforeStep, FailingLoss
 
 class NanLossAt:
     "MSE, but nan on the training forwards of the given iterations (the walk's trials are not counted)"
@@ -22,21 +16,10 @@ class NanLossAt:
         grad_on = torch.is_grad_enabled() and self.learn.training
         return loss * float('nan') if grad_on and self.learn.train_iter in self.iters else loss
 
-class StateBeforeStep(Callback):
-    "Copies of parameters, buffers and the optimizer's per-parameter state just before each walk"
-    order = WalkCallback.order - 1
-    def before_fit(self): self.states = {}
-    def before_step(self):
-        opt_state = [{k: torch.as_tensor(v).clone() for k, v in self.opt.state[p].items()} for p in self.model.parameters()]
-        self.states[self.train_iter] = ([t.detach().clone() for t in (*self.model.parameters(), *self.model.buffers())], opt_state)
-
-def opt_state_now(learn):
-    return [{k: torch.as_tensor(v).clone() for k, v in learn.opt.state[p].items()} for p in learn.model.parameters()]
-
 def same_state(a, b): return all(a_.keys() == b_.keys() and all(torch.equal(a_[k], b_[k]) for k in a_) for a_, b_ in zip(a, b))
 
 def test_nonfinite_gradient_stays_put_without_stepping_and_warns_once():
-    learn = tiny_learner(cbs=[WalkCallback(), probe := StateBeforeStep()])
+    learn = tiny_learner(cbs=[WalkCallback(), probe := SnapshotBeforeStep()])
     learn.loss_func = nan_loss = NanLossAt({2, 5})
     nan_loss.learn = learn
     with warnings.catch_warnings(record=True) as caught:
@@ -49,23 +32,20 @@ def test_nonfinite_gradient_stays_put_without_stepping_and_warns_once():
     assert (h.loc[h['skipped'], 'lr'] == 0).all() and h.loc[h['skipped'], 'loss'].isna().all()
     for p in learn.model.parameters(): assert learn.opt.state[p]['step'] == 6  # the optimizer stepped only 6 times
     assert all(torch.isfinite(p).all() for p in learn.model.parameters())
-    params_at_2 = probe.states[2][0][:5]
-    params_at_3 = probe.states[3][0][:5]
+    params_at_2 = probe.states[2]['tensors'][:5]
+    params_at_3 = probe.states[3]['tensors'][:5]
     assert all(torch.equal(a, b) for a, b in zip(params_at_2, params_at_3))  # iteration 2 did not move the weights
     assert h['scale'].iloc[2] == h['scale'].iloc[3]  # nor the grid centre
 
-def test_interrupt_mid_walk_restores_weights_buffers_and_optimizer_state():
-    learn = tiny_learner(cbs=[WalkCallback(), probe := StateBeforeStep()])
-    calls = []
-    def loss(pred, y):
-        calls.append(1)
-        if len(calls) == 16: raise KeyboardInterrupt()  # in the middle of the second walk
-        return MSELossFlat()(pred, y)
-    learn.loss_func = loss
+def test_interrupt_mid_walk_restores_weights_buffers_optimizer_state_and_lrs():
+    learn = tiny_learner(cbs=[WalkCallback(), probe := SnapshotBeforeStep()])
+    learn.loss_func = FailingLoss(fail_at=16, exc=KeyboardInterrupt())  # in the middle of the second walk
     with pytest.raises(KeyboardInterrupt): fit_quietly(learn)
-    tensors, opt_state = probe.states[1]
-    assert all(torch.equal(t, s) for t, s in zip((*learn.model.parameters(), *learn.model.buffers()), tensors))
-    assert same_state(opt_state_now(learn), opt_state)  # Adam's moments and step count as before the walk
+    before = probe.states[1]
+    assert all(torch.equal(t, s) for t, s in zip((*learn.model.parameters(), *learn.model.buffers()), before['tensors']))
+    assert same_state(optimizer_state(learn), before['opt'])  # Adam's moments and step count as before the walk
+    assert len(learn.walk.history) == 1
+    assert [h['lr'] for h in learn.opt.hypers] == [learn.lr] * 2  # not left at the walk's scaled lr
 
 def test_resume_continues_from_the_same_grid_centre(tmp_path):
     learn = fit_quietly(tiny_learner(lr=1e-5, cbs=WalkCallback()))

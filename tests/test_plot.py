@@ -1,14 +1,10 @@
 "The walk's pictures outside a notebook: headless rendering to files, and the live view staying quiet."
 import matplotlib
-from fastai.callback.progress import ProgressCallback  # patches Learner.no_bar
 from walkopt.callback import WalkCallback
 from walkopt.plot import ShowWalkCallback
-from walkopt.test_utils import tiny_learner
+from walkopt.test_utils import tiny_learner, fit_quietly
 
-def fitted(*cbs):
-    learn = tiny_learner(lr=1e-4, cbs=[WalkCallback(), *cbs])
-    with learn.no_bar(), learn.no_logging(): learn.fit(1)
-    return learn
+def fitted(*cbs): return fit_quietly(tiny_learner(lr=1e-4, cbs=[WalkCallback(), *cbs]))
 
 def test_figures_save_headless(tmp_path):
     assert matplotlib.get_backend().lower() == 'agg'  # no display here

@@ -128,9 +128,9 @@ def compare(make_learner:Callable[[], Learner], lrs:Sequence[float]=(1e-4, 1e-3,
     planned = planned_runs(methods, lrs, seeds)
     earlier = _finished(csv) if csv is not None and resume else pd.DataFrame(columns=RUN_KEYS)
     keys = [_key(*r) for r in earlier[RUN_KEYS].itertuples(index=False)]
-    wanted = {_key(*r) for r in planned}
+    wanted, done = {_key(*r) for r in planned}, set(keys)
     frames = [earlier[[k in wanted for k in keys]]] if len(earlier) else []
-    todo = [r for r in planned if _key(*r) not in set(keys)]
+    todo = [r for r in planned if _key(*r) not in done]
     for method, lr, seed in (progress_bar(todo) if progress and todo else todo):
         run = pd.DataFrame(run_one(make_learner, method, lr, epochs, seed))
         if csv is not None: run.to_csv(csv, mode='a', header=not csv.exists() or csv.stat().st_size == 0, index=False)

@@ -5,11 +5,12 @@
 # %% ../nbs/09_test_utils.ipynb #aacd20be
 from __future__ import annotations
 from fastai.basics import *
+from fastai.callback.progress import ProgressCallback  # patches Learner.no_bar
 from .callback import WalkCallback
 from .data import tensor_dls
 
 # %% auto #0
-__all__ = ['tiny_learner', 'ReplayLrs', 'SnapshotBeforeStep', 'FailingLoss']
+__all__ = ['tiny_learner', 'ReplayLrs', 'fit_quietly', 'optimizer_state', 'SnapshotBeforeStep', 'FailingLoss']
 
 # %% ../nbs/09_test_utils.ipynb #26f25f7d
 def tiny_learner(lr=1e-3, opt_func=Adam, dropout=0.2, bn=True, seed=0, bs=16, n_train=8, **kwargs) -> Learner:
@@ -33,11 +34,27 @@ class ReplayLrs(Callback):
         if self.training: self.opt.set_hyper('lr', [r * self.lrs[self.train_iter] for r in self.ratios])
 
 # %% ../nbs/09_test_utils.ipynb #bf8aa314
+def fit_quietly(learn:Learner, n_epoch:int=1, method:str='fit', *args, **kwargs) -> Learner:
+    "`learn.<method>(n_epoch, *args, **kwargs)` without progress bars or epoch table; returns `learn`"
+    with learn.no_logging(), learn.no_bar(): getattr(learn, method)(n_epoch, *args, **kwargs)
+    return learn
+
+def optimizer_state(learn:Learner) -> list[dict]:
+    "Copies of the per-parameter state of `learn`'s optimizer (fastai's, Lookahead's inner, or PyTorch's through `OptimWrapper`)"
+    state = getattr(learn.opt, 'opt', learn.opt).state
+    return [{k: torch.as_tensor(v).detach().clone() for k, v in state.get(p, {}).items()} for p in learn.model.parameters()]
+
 class SnapshotBeforeStep(Callback):
-    "Keep copies of parameters, buffers and the batch count as they are just before the walk"
+    "Per training iteration, copies of parameters and buffers (`tensors`) and of the optimizer state (`opt`) just before the walk"
     order = WalkCallback.order - 1
+    def before_fit(self): self.states = {}
     def before_step(self):
-        self.state = [t.detach().clone() for t in (*self.model.parameters(), *self.model.buffers())]
+        self.states[self.train_iter] = dict(tensors=[t.detach().clone() for t in (*self.model.parameters(), *self.model.buffers())],
+                                            opt=optimizer_state(self.learn))
+    @property
+    def state(self) -> list:
+        "Parameters and buffers before the latest walk"
+        return self.states[max(self.states)]['tensors']
 
 # %% ../nbs/09_test_utils.ipynb #79adf223
 class FailingLoss:
