@@ -1,7 +1,8 @@
 """`make bench`: what the walk costs over plain fastai training, as ratios measured in one run.
 
-Trains three models on synthetic inputs for one epoch each way, interleaved (plain, walk, walk every 4th step,
-plain, ...), and prints the median ratios of epoch time and peak GPU memory against plain training, with the
+Trains three models on synthetic inputs for one epoch each way, interleaved (plain, walk, walk with `vmap`ped
+trials, walk judged on a quarter of the batch, walk every 4th step, `fit_walk` (walks the first 30%), plain, ...),
+and prints the median ratios of epoch time and peak GPU memory against plain training, with the
 device named. On a GPU the sizes are the ones of issue 6 (MNIST-1D CNN at batch 512, ResNet-18 on 32x32 at batch 256,
 a 4-layer transformer, d=256, at batch 64 x 128 tokens); on a CPU they are cut down so it runs in a minute or two.
 
@@ -37,20 +38,24 @@ def models(gpu):
         'Transformer d=256 x4': (TokenClassifier, lambda n: torch.randint(0, 1000, (n, 128 // s)), 64 // s),
     }
 
-ARMS = {'plain': None, 'walk': dict(), 'walk every 4': dict(every=4)}
+ARMS = {'plain': ('fit', None), 'walk': ('fit', lambda bs: {}), 'walk vmap': ('fit', lambda bs: dict(trials='vmap')),
+        'walk on 1/4 batch': ('fit', lambda bs: dict(trial_size=max(1, bs // 4))),
+        'walk every 4': ('fit', lambda bs: dict(every=4)), 'fit_walk': ('fit_walk', lambda bs: {})}
+"How each arm trains, and its `WalkCallback` options from the batch size (`None`: plain training)"
 
 def one_epoch(make_model, make_x, bs, batches, arm, device):
     "Seconds and peak memory (bytes, GPU only) of one fastai epoch (no validation) with `arm`"
     torch.manual_seed(0)
     x, y = make_x(bs * batches), torch.randint(0, 10, (bs * batches,))
     dls = tensor_dls(x, y, x[:bs], y[:bs], bs=bs, device=device)
-    cbs = [WalkCallback(**ARMS[arm])] if ARMS[arm] is not None else []
+    method, options = ARMS[arm]
+    cbs = [WalkCallback(**options(bs))] if options is not None else []
     learn = Learner(dls, make_model(), loss_func=CrossEntropyLossFlat(), opt_func=Adam, lr=1e-3, cbs=cbs)
     with learn.no_bar(), learn.no_logging():
-        learn.fit(1)  # warm-up: kernels, allocator, cuDNN choices
+        getattr(learn, method)(1)  # warm-up: kernels, allocator, cuDNN choices
         if device.type == 'cuda': torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
-        learn.fit(1)
+        getattr(learn, method)(1)
         if device.type == 'cuda': torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     return seconds, torch.cuda.max_memory_allocated() if device.type == 'cuda' else float('nan')

@@ -193,8 +193,9 @@ def test_mixed_precision_on_gpu(amp):
     assert np.isfinite(h['loss']).all() and (h['loss'] <= h['base_loss']).all()
     assert learn.model[1].num_batches_tracked.item() == 16
 
-@pytest.mark.parametrize('kw', [dict(judge='next'), dict(smooth=1.), dict(smooth=-0.1), dict(every=0), dict(every=1.5),
-                                dict(walk_until=0.), dict(walk_until=1.5)])
+@pytest.mark.parametrize('kw', [dict(judge_lag=-1), dict(judge_lag=1.5), dict(trials='graph'), dict(trial_size=0), dict(trial_size=2.5), dict(smooth=1.), dict(smooth=-0.1), dict(every=0), dict(every=1.5),
+                                dict(walk_until=0.), dict(walk_until=1.5),
+                                dict(settle_factor=0.), dict(settle_factor=float('inf'))])
 def test_option_errors_name_the_option(kw):
     with pytest.raises(ValueError, match=list(kw)[0]): WalkCallback(**kw)
 
@@ -207,24 +208,53 @@ def test_every_walks_one_step_in_n_and_steps_at_the_walked_lr_between():
     next_scale = lambda r: r['scale'] * (r['lr'] / r['lrs'][5] if r['lr'] else 0.25)  # after the walk at row r
     close([lrs[1], lrs[2]], [1e-3 * next_scale(h.iloc[0])] * 2)
 
-def test_walk_until_stops_walking_and_keeps_the_last_scale():
-    learn = fit_quietly(tiny_learner(cbs=WalkCallback(walk_until=0.5)), 2)
+@pytest.mark.parametrize('settle_factor', [1., 2.])
+def test_walk_until_stops_walking_and_settles_on_the_latter_half(settle_factor):
+    learn = fit_quietly(tiny_learner(cbs=WalkCallback(walk_until=0.5, settle_factor=settle_factor)), 2)
     h = learn.walk.history
     assert h['iter'].tolist() == list(range(8))
-    close(learn.recorder.lrs[8:], [1e-3 * learn.walk.scale] * 8)
+    settled = np.exp(np.log(h['scale'].iloc[4:]).mean()) * settle_factor  # geometric mean of walks 4..7's centres
+    close(learn.walk.scale, settled)
+    close(learn.recorder.lrs[8:], [1e-3 * settled] * 8)
+
+def test_settling_keeps_within_the_scale_bounds():
+    cb = WalkCallback(walk_until=0.5, settle_factor=1e9, max_scale=50.)
+    learn = fit_quietly(tiny_learner(cbs=cb), 2)
+    assert learn.walk.scale == 50.
 
 class InputProbe(nn.Module):
     "Identity that records the first input value of each forward"
     def __init__(self): super().__init__(); self.seen = []
     def forward(self, x): self.seen.append(x[0, 0].item()); return x
 
-def test_judge_prev_judges_on_the_previous_batch():
-    learn = tiny_learner(cbs=WalkCallback(judge='prev'))
+class ShapeProbe(nn.Module):
+    "Identity that records the batch size of each forward"
+    def __init__(self): super().__init__(); self.sizes = []
+    def forward(self, x): self.sizes.append(len(x)); return x
+
+@pytest.mark.parametrize('lag, judged_on', [(0, range(8)), (1, [0, 0, 1, 2, 3, 4, 5, 6]), (3, [0, 0, 0, 0, 1, 2, 3, 4])])
+def test_judge_lag_judges_on_the_batch_that_far_back(lag, judged_on):
+    learn = tiny_learner(cbs=WalkCallback(judge_lag=lag))
     learn.model.insert(0, probe := InputProbe())
     fit_quietly(learn)
     seen = np.array(probe.seen[:88]).reshape(8, 11)  # per iteration: the training forward, then 10 trials
-    assert (seen[0, 1:] == seen[0, 0]).all()       # nothing before the first batch: judged on it
-    assert (seen[1:, 1:] == seen[:-1, :1]).all()   # afterwards on the batch before
+    assert (seen[:, 1:] == seen[list(judged_on), :1]).all()  # before `lag` batches exist: the oldest there is
+
+@pytest.mark.parametrize('lag', [0, 8])
+def test_vmap_trials_take_the_same_walk_as_the_loop(lag):
+    "BatchNorm and dropout included: same winners, same losses, same weights, running statistics untouched"
+    loop, vmap = (fit_quietly(tiny_learner(cbs=WalkCallback(judge_lag=lag, trials=t)), 2) for t in ('loop', 'vmap'))
+    assert vmap.walk.history['lr'].tolist() == loop.walk.history['lr'].tolist()
+    np.testing.assert_allclose(np.stack(vmap.walk.history['losses']), np.stack(loop.walk.history['losses']), rtol=1e-5)
+    assert max_gap([*vmap.model.parameters(), *vmap.model.buffers()], [*loop.model.parameters(), *loop.model.buffers()]) < 1e-5
+    assert vmap.model[1].num_batches_tracked.item() == 16
+
+def test_trial_size_judges_on_the_first_samples_only():
+    learn = tiny_learner(cbs=WalkCallback(trial_size=5))
+    learn.model.insert(0, probe := ShapeProbe())
+    fit_quietly(learn)
+    sizes = np.array(probe.sizes[:88]).reshape(8, 11)  # per iteration: the training forward, then 10 trials
+    assert (sizes[:, 0] == 16).all() and (sizes[:, 1:] == 5).all()
 
 def test_smooth_moves_the_centre_part_of_the_way():
     learn = fit_quietly(tiny_learner(lr=1e-4, cbs=WalkCallback(smooth=0.5)))

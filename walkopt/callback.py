@@ -4,7 +4,8 @@
 
 # %% ../nbs/01_callback.ipynb #f42fae17
 from __future__ import annotations
-import statistics, warnings
+import math, statistics, warnings
+from collections import deque
 import pandas as pd, torch
 from fastcore.basics import noop, patch
 from fastai.callback.core import Callback, CancelStepException
@@ -15,7 +16,7 @@ from fastai.torch_core import to_float
 from .core import *
 
 # %% auto #0
-__all__ = ['HISTORY_COLUMNS', 'JUDGES', 'SCALE_HYPER', 'optimizer_steps', 'WalkLrMetric', 'WalkCallback']
+__all__ = ['HISTORY_COLUMNS', 'SCALE_HYPER', 'optimizer_steps', 'WalkLrMetric', 'WalkCallback']
 
 # %% ../nbs/01_callback.ipynb #5ffc6ec0
 def optimizer_steps(opt) -> tuple:
@@ -32,7 +33,6 @@ def optimizer_steps(opt) -> tuple:
 HISTORY_COLUMNS = ('iter', 'epoch', 'lr', 'loss', 'base_loss', 'lrs', 'losses', 'scale', 'skipped')
 
 # %% ../nbs/01_callback.ipynb #ce798aa1
-JUDGES = ('batch', 'prev')
 SCALE_HYPER = 'walk_scale'  # where the grid centre is kept in the optimizer, so `learn.save(with_opt=True)` keeps it
 
 class WalkLrMetric(ValueMetric):
@@ -48,19 +48,25 @@ class WalkCallback(Callback):
         min_scale:float=1e-6, # Lowest grid centre, as a multiple of the lr the optimizer is given
         max_scale:float=1e6, # Highest grid centre, likewise
         scale:float=1., # Starting grid centre, likewise
-        judge:str='prev', # Batch the candidates are judged on: 'prev' (the one before) or 'batch' (the gradient's own)
+        judge_lag:int=4, # Judge candidates on the training batch this many iterations back (0: the gradient's own)
         smooth:float=0., # Re-centre on the winner at once (0) or move the centre part of the way, in log space (0..1)
         every:int=1, # Walk every `every` iterations; step at the walked lr in between
-        walk_until:float=1., # Fraction of training after which the walk stops and steps at the last walked scale
+        walk_until:float=1., # Fraction of training after which the walk stops and the scale settles
+        settle_factor:float=4., # When the walk stops: multiple of the typical centre of its latter half to settle at
+        trials:str='loop', # How candidates are evaluated: 'loop' (one forward each) or 'vmap' (one batched forward)
+        trial_size:int=None, # Judge on the first `trial_size` samples of the batch only (None: all of it)
     ):
         self.mults = walk_multipliers(n_lrs, factor)
-        if judge not in JUDGES: raise ValueError(f"`judge` must be one of {', '.join(map(repr, JUDGES))}, got {judge!r}")
-        self.judge = judge
+        self.judge_lag = check_int('judge_lag', judge_lag, 0)
         self.smooth = check_float('smooth', smooth, at_least=0)
         if self.smooth >= 1: raise ValueError(f"`smooth` must be below 1 (1 would never move the centre), got {smooth!r}")
         self.every = check_int('every', every, 1)
         self.walk_until = check_float('walk_until', walk_until, above=0)
         if self.walk_until > 1: raise ValueError(f"`walk_until` is a fraction of training, at most 1, got {walk_until!r}")
+        self.settle_factor = check_float('settle_factor', settle_factor, above=0)
+        if trials not in TRIALS: raise ValueError(f"`trials` must be one of {', '.join(map(repr, TRIALS))}, got {trials!r}")
+        self.trials = trials
+        self.trial_size = None if trial_size is None else check_int('trial_size', trial_size, 1)
         self.min_scale = check_float('min_scale', min_scale, above=0)
         self.max_scale = check_float('max_scale', max_scale, at_least=self.min_scale)
         self._scale = check_float('scale', scale, above=0)
@@ -70,7 +76,7 @@ class WalkCallback(Callback):
 
     def _init_state(self):
         self._rows, self._base_lrs, self._autocast, self._walking, self._training_fit = [], None, None, False, False
-        self._prev_batch, self._steps = None, 0
+        self._recent, self._steps = deque(), 0
 
     @property
     def scale(self) -> float:
@@ -93,7 +99,8 @@ class WalkCallback(Callback):
         self._walking = not hasattr(self.learn, 'lr_finder')
         self._training_fit = self._walking and not self.learn.lock.locked()  # `validate`, `get_preds` hold the lock
         self._drop_column()
-        self._steps, self._warned = 0, False
+        self._steps, self._warned, self._settled = 0, False, False
+        self._recent = deque(maxlen=max(self.judge_lag, 1))  # the latest batches, oldest first
         if not self._training_fit: return
         self._check_can_walk()
         if SCALE_HYPER in self.opt.hypers[-1]: self._scale = self.opt.hypers[-1][SCALE_HYPER]  # saved with the optimizer
@@ -105,7 +112,7 @@ class WalkCallback(Callback):
     def before_batch(self): self._restore_lrs()
 
     def after_batch(self):
-        if self._walking and self.judge == 'prev': self._prev_batch = (self.xb, self.yb)
+        if self._walking and self.judge_lag: self._recent.append((self.xb, self.yb))
 
     def after_pred(self):
         if self._walking: self._autocast = current_autocast(self.model)
@@ -119,25 +126,27 @@ class WalkCallback(Callback):
         if not self._walking: return
         params = self._walk_params()
         if not params: return
+        if self.pct_train >= self.walk_until and not self._settled: self._settle()
         self._base_lrs = [h['lr'] for h in self.opt.hypers]
         self.opt.set_hyper('lr', [lr * self.scale for lr in self._base_lrs])
         self._steps += 1
         if (self._steps - 1) % self.every or self.pct_train >= self.walk_until: return  # a plain step at the walked scale
-        if not grads_finite(params): return self._skip_nonfinite()
         step, after_walk = optimizer_steps(self.opt)
         state = getattr(self.opt, 'opt', self.opt).state  # per-parameter state of fastai's, Lookahead's inner or torch's optimizer
-        try: winner, losses = walk_to_best(params, self._trial_loss, step, self.mults, self.model, state)
+        try: walked = walk_to_best(params, self._trial_loss, step, self.mults, self.model, state, self.trials)
         except BaseException:
             self._restore_lrs()  # the weights are back where they were; so are the learning rates
             raise
+        if walked is None: return self._skip_nonfinite()
+        winner, losses = walked
         after_walk()
-        self._record(winner, losses.tolist())
+        self._record(winner, losses)
         target = recentre(self.scale, self.mults[winner], self.mults[1], (self.min_scale, self.max_scale))
         self.scale = self.scale ** self.smooth * target ** (1 - self.smooth)
         raise CancelStepException()
 
     def after_fit(self):
-        self._prev_batch = None
+        self._recent.clear()
         self._restore_lrs()
         self._drop_column()
         if self._training_fit and hasattr(self.learn, 'recorder'):
@@ -159,11 +168,20 @@ class WalkCallback(Callback):
         if isinstance(inner, torch.optim.LBFGS):
             raise ValueError("WalkCallback cannot drive LBFGS: its step needs a closure that re-evaluates the loss")
 
+    def _settle(self):
+        "The walk stops: centre at the geometric mean of the latter half's centres times `settle_factor`, if it walked"
+        self._settled = True
+        centres = [r['scale'] for r in self._rows[len(self._rows) // 2:] if not r['skipped']]
+        if not centres: return
+        typical = math.exp(statistics.fmean(map(math.log, centres)))
+        self.scale = min(max(typical * self.settle_factor, self.min_scale), self.max_scale)
+
     def _skip_nonfinite(self):
-        "A non-finite gradient: stay put without stepping (the optimizer's state stays clean), log it, warn once a fit"
+        "A non-finite step, undone by the walk (weights and optimizer state as they were): log it, warn once a fit"
         if not self._warned:
-            warnings.warn(f"WalkCallback: non-finite gradient at iteration {self.train_iter}: staying put without "
-                          "stepping (warned once per fit; see `skipped` in learn.walk.history)")
+            warnings.warn(f"WalkCallback: non-finite gradient at iteration {self.train_iter}: the step is undone, "
+                          "weights and optimizer state stay as they were (warned once per fit; see `skipped` in "
+                          "learn.walk.history)")
             self._warned = True
         self._record(0, [float('nan')] * len(self.mults), skipped=True)
         raise CancelStepException()
@@ -183,10 +201,11 @@ class WalkCallback(Callback):
             elif p.grad is not None: params.append(p)
         return params
 
-    def _trial_loss(self):
-        xb, yb = self._prev_batch or (self.xb, self.yb)  # 'prev' judges on the previous batch, once there is one
+    def _trial_loss(self, forward=None):
+        xb, yb = self._recent[0] if self._recent else (self.xb, self.yb)  # `judge_lag` back, or as far back as there is
+        if self.trial_size is not None: xb, yb = ([b[:self.trial_size] for b in bs] for bs in (xb, yb))
         with torch.autocast(**self._autocast):
-            pred = self.model(*xb)
+            pred = (forward or self.model)(*xb)
             return self.loss_func(to_float(pred) if self._autocast['enabled'] else pred, *yb)
 
     def _record(self, winner:int, losses:list, skipped:bool=False):
@@ -201,7 +220,7 @@ class WalkCallback(Callback):
 @patch
 def fit_walk(self:Learner, n_epoch:int, lr=None, pct_walk:float=0.3, div_final:float=1e5, wd=None, cbs=None,
              reset_opt:bool=False, start_epoch:int=0, **walk_kwargs):
-    "Walk for the first `pct_walk` of training to find the lr, then anneal it with a cosine to 1/`div_final`"
+    "Walk for the first `pct_walk` of training to find the lr, settle, then anneal it with a cosine to 1/`div_final`"
     pct_walk = check_float('pct_walk', pct_walk, above=0)
     if getattr(self, 'walk', None) is None: self.add_cb(WalkCallback(**walk_kwargs))  # stays, like any added callback
     elif walk_kwargs: raise ValueError(f"the learner already has a WalkCallback: set {', '.join(walk_kwargs)} on `learn.walk`")

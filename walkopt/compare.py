@@ -17,7 +17,7 @@ from fastai.callback.schedule import fit_one_cycle, lr_find  # patches Learner
 from fastai.learner import Learner
 from fastai.torch_core import set_seed
 from .core import check_float, check_int
-from .callback import WalkCallback
+from .callback import fit_walk  # patches Learner
 from .data import mnist1d_learner, synthetic_learner
 
 # %% auto #0
@@ -40,7 +40,7 @@ def _fit(learn:Learner, epochs:int, lr:float) -> float:
     return lr
 
 def _walk(learn:Learner, epochs:int, lr:float) -> float:
-    learn.fit(epochs, lr, cbs=WalkCallback())
+    learn.fit_walk(epochs, lr)  # walk, settle, anneal: the walk's defaults
     return lr
 
 # %% ../nbs/03_compare.ipynb #bb9abf11

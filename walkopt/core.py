@@ -11,9 +11,9 @@ import torch
 from torch import nn, Tensor
 
 # %% auto #0
-__all__ = ['check_int', 'check_float', 'walk_multipliers', 'pick_winner', 'recentre', 'preserved_buffers', 'rng_devices',
-           'current_autocast', 'move_to', 'scalar_loss', 'mean_across_processes', 'losses_along', 'snapshot_state',
-           'grads_finite', 'walk_to_best']
+__all__ = ['TRIALS', 'check_int', 'check_float', 'walk_multipliers', 'pick_winner', 'recentre', 'preserved_buffers',
+           'rng_devices', 'current_autocast', 'move_to', 'scalar_loss', 'mean_across_processes', 'losses_along',
+           'batch_statistics_only', 'losses_vmapped', 'snapshot_state', 'walk_to_best']
 
 # %% ../nbs/00_core.ipynb #d34ae392
 def check_int(name:str, value, min_value:int) -> int:
@@ -40,10 +40,10 @@ def walk_multipliers(n_lrs:int=9, factor:float=4.) -> list[float]:
     return [0.] + torch.logspace(-1, 1, n_lrs, base=factor, dtype=torch.float64).tolist()
 
 # %% ../nbs/00_core.ipynb #5c8b0ef9
-def pick_winner(losses:Tensor) -> int:
+def pick_winner(losses:Sequence[float]) -> int:
     "Index of the lowest finite loss; the first one on ties, and `0` (staying put) when none is finite"
-    finite = torch.isfinite(losses)
-    return int(torch.where(finite, losses, torch.full_like(losses, math.inf)).argmin()) if finite.any() else 0
+    finite = [i for i, loss in enumerate(losses) if math.isfinite(loss)]
+    return min(finite, key=losses.__getitem__) if finite else 0
 
 # %% ../nbs/00_core.ipynb #e138bd75
 def recentre(scale:float, mult:float, smallest:float, bounds:tuple[float,float]) -> float:
@@ -98,16 +98,46 @@ def mean_across_processes(t:Tensor) -> Tensor:
     dist.all_reduce(t)
     return t / dist.get_world_size()
 
+# %% ../nbs/00_core.ipynb #41a2254f
+TRIALS = ('loop', 'vmap')
+
 def losses_along(params:Sequence[Tensor], origin:Sequence[Tensor], delta:Sequence[Tensor], mults:Sequence[float],
-                 loss_fn:Callable[[], Tensor], module:nn.Module=None) -> Tensor:
+                 loss_fn:Callable[..., Tensor], module:nn.Module=None, trials:str='loop') -> Tensor:
     "Loss at `origin + m*delta` for each `m` in `mults`: no gradients, buffers of `module` kept, same randomness for all"
     devices = rng_devices(params)
-    losses = []
     with torch.no_grad(), preserved_buffers(module if module is not None else nn.Module()):
-        for m in mults:
-            move_to(params, origin, delta, m)
-            with torch.random.fork_rng(devices=devices): losses.append(scalar_loss(loss_fn()))
-    return mean_across_processes(torch.stack(losses))  # each process judged its own shard: all must pick one winner
+        if trials == 'vmap':
+            with torch.random.fork_rng(devices=devices): losses = losses_vmapped(module, params, origin, delta, mults, loss_fn)
+        else:
+            losses = []
+            for m in mults:
+                move_to(params, origin, delta, m)
+                with torch.random.fork_rng(devices=devices): losses.append(scalar_loss(loss_fn()))
+            losses = torch.stack(losses)
+    return mean_across_processes(losses)  # each process judged its own shard: all must pick one winner
+
+# %% ../nbs/00_core.ipynb #fe8c2458
+@contextmanager
+def batch_statistics_only(module:nn.Module):
+    "BatchNorm layers of `module` normalise with batch statistics and leave running statistics alone, until exit"
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    for m in norms: m.track_running_stats = False
+    try: yield
+    finally:
+        for m in norms: m.track_running_stats = True
+
+def losses_vmapped(module:nn.Module, params:Sequence[Tensor], origin:Sequence[Tensor], delta:Sequence[Tensor],
+                   mults:Sequence[float], loss_fn:Callable[[Callable], Tensor]) -> Tensor:
+    "Loss at `origin + m*delta` for each `m` in `mults` in one `vmap`ped forward of `module`"
+    if module is None: raise ValueError("trials='vmap' needs the module the parameters belong to")
+    names = {id(p): n for n, p in module.named_parameters()}
+    if any(id(p) not in names for p in params): raise ValueError("trials='vmap': every walked parameter must belong to the module")
+    def stacked(o, d):
+        m = torch.tensor(mults, dtype=o.dtype, device=o.device).view(-1, *[1] * o.dim())
+        return o.unsqueeze(0) + m * d.unsqueeze(0)
+    weights = {names[id(p)]: stacked(o, d) for p, o, d in zip(params, origin, delta)}
+    def one(w): return scalar_loss(loss_fn(lambda *args: torch.func.functional_call(module, w, args)))
+    with batch_statistics_only(module): return torch.func.vmap(one, randomness='same')(weights)
 
 # %% ../nbs/00_core.ipynb #e68abb58
 def snapshot_state(state:dict, params:Sequence[Tensor]) -> Callable[[], None]:
@@ -120,25 +150,29 @@ def snapshot_state(state:dict, params:Sequence[Tensor]) -> Callable[[], None]:
             else: state[p] = s
     return restore
 
-def grads_finite(params:Sequence[Tensor]) -> bool:
-    "Whether every gradient of `params` is finite (one host sync)"
-    return bool(torch.isfinite(torch.stack(torch._foreach_norm([p.grad for p in params]))).all())
-
 # %% ../nbs/00_core.ipynb #71e56894
-def walk_to_best(params:Sequence[Tensor], loss_fn:Callable[[], Tensor], step:Callable[[], None],
-                 mults:Sequence[float], module:nn.Module=None, state:dict=None) -> tuple[int, Tensor]:
+def walk_to_best(params:Sequence[Tensor], loss_fn:Callable[..., Tensor], step:Callable[[], None],
+                 mults:Sequence[float], module:nn.Module=None, state:dict=None, trials:str='loop') -> tuple[int, list]|None:
     "Step once, try `origin + m*(stepped - origin)` for each `m` in `mults`, settle at the best: (winner index, losses)"
+    if trials not in TRIALS: raise ValueError(f"`trials` must be one of {', '.join(map(repr, TRIALS))}, got {trials!r}")
     params = list(params)
     origin = [p.detach().clone() for p in params]
-    restore_state = snapshot_state(state, params) if state is not None else None
+    restore_state = snapshot_state(state, params) if state is not None else (lambda: None)
+    def undo():
+        move_to(params, origin, origin, 0.)
+        restore_state()
     try:
         step()
         with torch.no_grad(): delta = torch._foreach_sub([p.detach() for p in params], origin)
-        losses = losses_along(params, origin, delta, mults, loss_fn, module)
+        losses = losses_along(params, origin, delta, mults, loss_fn, module, trials)
+        step_finite = torch.isfinite(torch.stack(torch._foreach_norm(delta))).all()
+        *losses, finite = torch.cat([losses, step_finite.float()[None]]).tolist()  # the walk's one host read
+        if not finite:
+            undo()
+            return None
         winner = pick_winner(losses)
         move_to(params, origin, delta, mults[winner])
         return winner, losses
     except BaseException:
-        move_to(params, origin, origin, 0.)
-        if restore_state is not None: restore_state()
+        undo()
         raise
