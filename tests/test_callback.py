@@ -6,6 +6,7 @@ from fastcore.test import test_close as close
 from fastai.callback.core import Callback
 from fastai.callback.fp16 import MixedPrecision
 from fastai.callback.schedule import fit_one_cycle, fit_flat_cos  # patches Learner
+from fastai.callback.tracker import SaveModelCallback
 from fastai.callback.training import GradientAccumulation, GradientClip
 from fastai.learner import load_learner
 from fastai.optimizer import SGD, Adam, RAdam, Lookahead, OptimWrapper, ranger
@@ -213,14 +214,38 @@ def test_walk_until_stops_walking_and_settles_on_the_latter_half(settle_factor):
     learn = fit_quietly(tiny_learner(cbs=WalkCallback(walk_until=0.5, settle_factor=settle_factor)), 2)
     h = learn.walk.history
     assert h['iter'].tolist() == list(range(8))
-    settled = np.exp(np.log(h['scale'].iloc[4:]).mean()) * settle_factor  # geometric mean of walks 4..7's centres
-    close(learn.walk.scale, settled)
-    close(learn.recorder.lrs[8:], [1e-3 * settled] * 8)
+    walked = np.exp(np.log(h['scale'].iloc[4:]).mean())  # geometric mean of walks 4..7's centres
+    close(learn.recorder.lrs[8:], [1e-3 * walked * settle_factor] * 8)
+    close(learn.walk.scale, walked)  # the next fit walks on from the walked centre, not the settled one
+    assert learn.opt.hypers[-1]['walk_settled'] == 0
 
 def test_settling_keeps_within_the_scale_bounds():
-    cb = WalkCallback(walk_until=0.5, settle_factor=1e9, max_scale=50.)
-    learn = fit_quietly(tiny_learner(cbs=cb), 2)
-    assert learn.walk.scale == 50.
+    learn = fit_quietly(tiny_learner(cbs=WalkCallback(walk_until=0.5, settle_factor=1e9, max_scale=50.)), 2)
+    close(learn.recorder.lrs[8:], [1e-3 * 50.] * 8)
+
+def test_repeated_fit_walks_do_not_compound_the_settle_factor():
+    learn = fit_quietly(tiny_learner(), 2, 'fit_walk', pct_walk=0.5)
+    h = learn.walk.history
+    walked = np.exp(np.log(h['scale'].iloc[len(h) // 2:]).mean())
+    fit_quietly(learn, 2, 'fit_walk', pct_walk=0.5)
+    close(learn.walk.history['scale'].iloc[0], walked)  # the next fit walks on from the walked centre, not 4x it
+
+@pytest.mark.parametrize('saved_after, settles_again', [(2, False), (1, True)])
+def test_resumed_run_settles_once(tmp_path, saved_after, settles_again):
+    "Saved mid-fit after the settle (epoch 2 of 4) it is not applied twice; saved before it (epoch 1), it still happens"
+    learn = tiny_learner(cbs=[WalkCallback(walk_until=0.5), SaveModelCallback(every_epoch=True, with_opt=True, fname='m')])
+    learn.path = tmp_path
+    fit_quietly(learn, 4)
+    resumed = tiny_learner(cbs=WalkCallback(walk_until=0.5))
+    resumed.path = tmp_path
+    resumed.load(f'm_{saved_after}', with_opt=True)
+    saved = resumed.opt.hypers[-1]['walk_scale']
+    fit_quietly(resumed, 4, start_epoch=saved_after + 1)
+    close(resumed.recorder.lrs, [1e-3 * saved * (4 if settles_again else 1)] * 8 * (3 - saved_after))
+
+def test_fit_walk_resumes_from_start_epoch():
+    learn = fit_quietly(tiny_learner(), 4, 'fit_walk', start_epoch=2)
+    assert len(learn.recorder.lrs) == 16  # epochs 2 and 3 only
 
 class InputProbe(nn.Module):
     "Identity that records the first input value of each forward"
@@ -231,6 +256,17 @@ class ShapeProbe(nn.Module):
     "Identity that records the batch size of each forward"
     def __init__(self): super().__init__(); self.sizes = []
     def forward(self, x): self.sizes.append(len(x)); return x
+
+def test_trial_size_cuts_tensors_in_any_batch_structure():
+    cb = WalkCallback(trial_size=2)
+    x, y = torch.arange(10.).reshape(5, 2), torch.tensor(3.)
+    xb, yb = cb._trial_batch(({'ids': x, 'n': 7}, [x]), (y,))
+    assert xb[0]['ids'].shape == (2, 2) and xb[0]['n'] == 7 and xb[1][0].shape == (2, 2) and yb[0] is y
+
+def test_vmap_refuses_syncbatchnorm_by_name():
+    learn = tiny_learner(cbs=WalkCallback(trials='vmap'))
+    learn.model[1] = nn.SyncBatchNorm(16)
+    with pytest.raises(ValueError, match='SyncBatchNorm'): fit_quietly(learn)
 
 @pytest.mark.parametrize('lag, judged_on', [(0, range(8)), (1, [0, 0, 1, 2, 3, 4, 5, 6]), (3, [0, 0, 0, 0, 1, 2, 3, 4])])
 def test_judge_lag_judges_on_the_batch_that_far_back(lag, judged_on):
@@ -270,5 +306,5 @@ def test_fit_walk_walks_then_anneals():
     assert h['iter'].tolist() == [0, 1, 2, 3, 4]  # pct_train < 0.3 of 16 iterations
     lrs = np.array(learn.recorder.lrs[5:])
     assert (np.diff(lrs) < 0).all() and lrs[-1] < lrs[0] / 20  # a cosine from the walked lr down
-    close(lrs[0], 1e-4 * learn.walk.scale, eps=1e-3)
+    close(lrs[0] / (1e-4 * learn.walk.scale * 4), 1., eps=0.05)  # settled at 4x the walked centre
     assert learn.walk.walk_until == 1.  # the walk is left as it was, for later fits

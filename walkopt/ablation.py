@@ -24,7 +24,7 @@ WALK_CONFIGS = {
     'fit_walk, lag 4, settle x4 (default)': ('fit_walk', dict(judge_lag=4, settle_factor=4.)),
     'default + smooth .9': ('fit_walk', dict(judge_lag=4, settle_factor=4., smooth=0.9)),
     'default + every 4': ('fit_walk', dict(judge_lag=4, settle_factor=4., every=4)),
-    'default + trial_size 1/4': ('fit_walk', dict(judge_lag=4, settle_factor=4., trial_size=25)),
+    'default + trial_size 25': ('fit_walk', dict(judge_lag=4, settle_factor=4., trial_size=25)),
 }
 "Walk configurations: how to fit, and the `WalkCallback` options (all spelled out, so defaults can move)"
 BASELINES = ('one_cycle', 'lr_find+one_cycle', 'prodigy')

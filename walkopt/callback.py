@@ -9,14 +9,16 @@ from collections import deque
 import pandas as pd, torch
 from fastcore.basics import noop, patch
 from fastai.callback.core import Callback, CancelStepException
-from fastai.callback.schedule import fit_flat_cos  # patches Learner
+import numpy as np
+from fastcore.foundation import L
+from fastai.callback.schedule import ParamScheduler, combined_cos
 from fastai.learner import Learner, ValueMetric
 from fastai.optimizer import Lookahead
-from fastai.torch_core import to_float
+from fastai.torch_core import apply, to_float
 from .core import *
 
 # %% auto #0
-__all__ = ['HISTORY_COLUMNS', 'SCALE_HYPER', 'optimizer_steps', 'WalkLrMetric', 'WalkCallback']
+__all__ = ['HISTORY_COLUMNS', 'SCALE_HYPER', 'SETTLED_HYPER', 'optimizer_steps', 'WalkLrMetric', 'WalkCallback']
 
 # %% ../nbs/01_callback.ipynb #5ffc6ec0
 def optimizer_steps(opt) -> tuple:
@@ -34,6 +36,7 @@ HISTORY_COLUMNS = ('iter', 'epoch', 'lr', 'loss', 'base_loss', 'lrs', 'losses', 
 
 # %% ../nbs/01_callback.ipynb #ce798aa1
 SCALE_HYPER = 'walk_scale'  # where the grid centre is kept in the optimizer, so `learn.save(with_opt=True)` keeps it
+SETTLED_HYPER = 'walk_settled'  # 1 once this fit's scale has settled (`walk_until`), likewise
 
 class WalkLrMetric(ValueMetric):
     "The epoch table's `walk_lr` column: median lr the walk used in the epoch"
@@ -48,7 +51,7 @@ class WalkCallback(Callback):
         min_scale:float=1e-6, # Lowest grid centre, as a multiple of the lr the optimizer is given
         max_scale:float=1e6, # Highest grid centre, likewise
         scale:float=1., # Starting grid centre, likewise
-        judge_lag:int=4, # Judge candidates on the training batch this many iterations back (0: the gradient's own)
+        judge_lag:int=4, # Judge candidates on the training batch this many optimizer steps back (0: the gradient's own)
         smooth:float=0., # Re-centre on the winner at once (0) or move the centre part of the way, in log space (0..1)
         every:int=1, # Walk every `every` iterations; step at the walked lr in between
         walk_until:float=1., # Fraction of training after which the walk stops and the scale settles
@@ -76,7 +79,7 @@ class WalkCallback(Callback):
 
     def _init_state(self):
         self._rows, self._base_lrs, self._autocast, self._walking, self._training_fit = [], None, None, False, False
-        self._recent, self._steps = deque(), 0
+        self._recent, self._steps, self._stepped, self._walked_centre = deque(), 0, False, None
 
     @property
     def scale(self) -> float:
@@ -86,9 +89,13 @@ class WalkCallback(Callback):
     @scale.setter
     def scale(self, value):
         self._scale = check_float('scale', value, above=0)
+        self._keep_in_optimizer(SCALE_HYPER, self._scale)
+
+    def _keep_in_optimizer(self, name, value):
+        "Store `value` in the optimizer's hyper-parameters as `name`, so it is saved with the optimizer"
         if self.learn is None or self.opt is None: return
-        if hasattr(self.opt, 'bwd_map'): self.opt.bwd_map.setdefault(SCALE_HYPER, SCALE_HYPER)  # OptimWrapper
-        self.opt.set_hyper(SCALE_HYPER, self._scale)
+        if hasattr(self.opt, 'bwd_map'): self.opt.bwd_map.setdefault(name, name)  # OptimWrapper
+        self.opt.set_hyper(name, value)
 
     @property
     def history(self) -> pd.DataFrame:
@@ -99,20 +106,26 @@ class WalkCallback(Callback):
         self._walking = not hasattr(self.learn, 'lr_finder')
         self._training_fit = self._walking and not self.learn.lock.locked()  # `validate`, `get_preds` hold the lock
         self._drop_column()
-        self._steps, self._warned, self._settled = 0, False, False
-        self._recent = deque(maxlen=max(self.judge_lag, 1))  # the latest batches, oldest first
+        self._steps, self._warned, self._settled, self._stepped, self._walked_centre = 0, False, False, False, None
+        self._recent = deque(maxlen=max(self.judge_lag, 1))  # the latest stepped batches, oldest first
         if not self._training_fit: return
         self._check_can_walk()
-        if SCALE_HYPER in self.opt.hypers[-1]: self._scale = self.opt.hypers[-1][SCALE_HYPER]  # saved with the optimizer
+        saved = self.opt.hypers[-1]  # a resumed run: the centre, and whether it had settled, come with the optimizer
+        if SCALE_HYPER in saved: self._scale = saved[SCALE_HYPER]
+        self._settled = bool(saved.get(SETTLED_HYPER, 0))
         self.learn.metrics.append(WalkLrMetric(self._epoch_median_lr, 'walk_lr'))
 
     def before_train(self):
         if self._walking and self.train_iter == 0: self._rows = []
 
-    def before_batch(self): self._restore_lrs()
+    def before_batch(self):
+        self._restore_lrs()
+        self._stepped = False
 
     def after_batch(self):
-        if self._walking and self.judge_lag: self._recent.append((self.xb, self.yb))
+        "Keep the batch for judging later steps, if it took a step (not a skipped micro-batch) while walking"
+        if self._stepped and self.judge_lag and self.pct_train < self.walk_until:
+            self._recent.append(self._trial_batch(self.xb, self.yb))
 
     def after_pred(self):
         if self._walking: self._autocast = current_autocast(self.model)
@@ -127,6 +140,7 @@ class WalkCallback(Callback):
         params = self._walk_params()
         if not params: return
         if self.pct_train >= self.walk_until and not self._settled: self._settle()
+        self._stepped = True
         self._base_lrs = [h['lr'] for h in self.opt.hypers]
         self.opt.set_hyper('lr', [lr * self.scale for lr in self._base_lrs])
         self._steps += 1
@@ -149,6 +163,9 @@ class WalkCallback(Callback):
         self._recent.clear()
         self._restore_lrs()
         self._drop_column()
+        if self._training_fit and self._settled:  # carry the walked centre to the next fit, not the settled one
+            self.scale = self._walked_centre or min(max(self.scale / self.settle_factor, self.min_scale), self.max_scale)
+            self._keep_in_optimizer(SETTLED_HYPER, 0)
         if self._training_fit and hasattr(self.learn, 'recorder'):
             self.recorder.hps = {'lr': list(self.recorder.lrs)}  # for `plot_sched`; a ParamScheduler overwrites it next
         self._walking = self._training_fit = False
@@ -167,14 +184,17 @@ class WalkCallback(Callback):
         inner = getattr(self.opt, 'opt', None)
         if isinstance(inner, torch.optim.LBFGS):
             raise ValueError("WalkCallback cannot drive LBFGS: its step needs a closure that re-evaluates the loss")
+        if self.trials == 'vmap' and any(isinstance(m, torch.nn.SyncBatchNorm) for m in self.model.modules()):
+            raise ValueError("WalkCallback(trials='vmap') cannot run SyncBatchNorm (its autograd function does not "
+                             "support vmap): use trials='loop'")
 
     def _settle(self):
-        "The walk stops: centre at the geometric mean of the latter half's centres times `settle_factor`, if it walked"
+        "The walk stops: centre at the geometric mean of the latter half's centres (or the centre now) times `settle_factor`"
+        centres = [r['scale'] for r in self._rows[len(self._rows) // 2:] if not r['skipped']] or [self.scale]
+        self._walked_centre = math.exp(statistics.fmean(map(math.log, centres)))
+        self.scale = min(max(self._walked_centre * self.settle_factor, self.min_scale), self.max_scale)
         self._settled = True
-        centres = [r['scale'] for r in self._rows[len(self._rows) // 2:] if not r['skipped']]
-        if not centres: return
-        typical = math.exp(statistics.fmean(map(math.log, centres)))
-        self.scale = min(max(typical * self.settle_factor, self.min_scale), self.max_scale)
+        self._keep_in_optimizer(SETTLED_HYPER, 1)
 
     def _skip_nonfinite(self):
         "A non-finite step, undone by the walk (weights and optimizer state as they were): log it, warn once a fit"
@@ -201,9 +221,15 @@ class WalkCallback(Callback):
             elif p.grad is not None: params.append(p)
         return params
 
+    def _trial_batch(self, xb, yb) -> tuple:
+        "The batch as trials see it: its first `trial_size` samples, if set (tensors with a batch dimension are cut)"
+        if self.trial_size is None: return xb, yb
+        cut = lambda t: t[:self.trial_size] if isinstance(t, torch.Tensor) and t.ndim else t
+        return apply(cut, xb), apply(cut, yb)
+
     def _trial_loss(self, forward=None):
-        xb, yb = self._recent[0] if self._recent else (self.xb, self.yb)  # `judge_lag` back, or as far back as there is
-        if self.trial_size is not None: xb, yb = ([b[:self.trial_size] for b in bs] for bs in (xb, yb))
+        # `judge_lag` steps back, or as far back as there is; the batch just trained on when there is none
+        xb, yb = self._recent[0] if self._recent else self._trial_batch(self.xb, self.yb)
         with torch.autocast(**self._autocast):
             pred = (forward or self.model)(*xb)
             return self.loss_func(to_float(pred) if self._autocast['enabled'] else pred, *yb)
@@ -224,7 +250,10 @@ def fit_walk(self:Learner, n_epoch:int, lr=None, pct_walk:float=0.3, div_final:f
     pct_walk = check_float('pct_walk', pct_walk, above=0)
     if getattr(self, 'walk', None) is None: self.add_cb(WalkCallback(**walk_kwargs))  # stays, like any added callback
     elif walk_kwargs: raise ValueError(f"the learner already has a WalkCallback: set {', '.join(walk_kwargs)} on `learn.walk`")
+    if self.opt is None: self.create_opt()
+    self.opt.set_hyper('lr', self.lr if lr is None else lr)
+    lr = np.array([h['lr'] for h in self.opt.hypers])
+    anneal = ParamScheduler({'lr': combined_cos(pct_walk, lr, lr, lr / div_final)})  # `fit_flat_cos`'s, which drops `start_epoch`
     old, self.walk.walk_until = self.walk.walk_until, pct_walk
-    try: self.fit_flat_cos(n_epoch, lr, div_final=div_final, pct_start=pct_walk, wd=wd, cbs=cbs, reset_opt=reset_opt,
-                           start_epoch=start_epoch)
+    try: self.fit(n_epoch, cbs=[anneal, *L(cbs)], wd=wd, reset_opt=reset_opt, start_epoch=start_epoch)
     finally: self.walk.walk_until = old

@@ -13,7 +13,7 @@ from torch import nn, Tensor
 # %% auto #0
 __all__ = ['TRIALS', 'check_int', 'check_float', 'walk_multipliers', 'pick_winner', 'recentre', 'preserved_buffers',
            'rng_devices', 'current_autocast', 'move_to', 'scalar_loss', 'mean_across_processes', 'losses_along',
-           'batch_statistics_only', 'losses_vmapped', 'snapshot_state', 'walk_to_best']
+           'batch_statistics_only', 'losses_vmapped', 'snapshot_state', 'all_finite', 'walk_to_best']
 
 # %% ../nbs/00_core.ipynb #d34ae392
 def check_int(name:str, value, min_value:int) -> int:
@@ -151,9 +151,14 @@ def snapshot_state(state:dict, params:Sequence[Tensor]) -> Callable[[], None]:
     return restore
 
 # %% ../nbs/00_core.ipynb #71e56894
+def all_finite(tensors:Sequence[Tensor]) -> Tensor:
+    "Whether every value of `tensors` is finite, as a boolean tensor on their device (no host sync)"
+    tensors = list(tensors)
+    return torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all() if tensors else torch.tensor(True)
+
 def walk_to_best(params:Sequence[Tensor], loss_fn:Callable[..., Tensor], step:Callable[[], None],
                  mults:Sequence[float], module:nn.Module=None, state:dict=None, trials:str='loop') -> tuple[int, list]|None:
-    "Step once, try `origin + m*(stepped - origin)` for each `m` in `mults`, settle at the best: (winner index, losses)"
+    "Step once, try `origin + m*(stepped - origin)` for each `m` in `mults`, settle at the best: (winner index, losses), or `None` after undoing a non-finite step"
     if trials not in TRIALS: raise ValueError(f"`trials` must be one of {', '.join(map(repr, TRIALS))}, got {trials!r}")
     params = list(params)
     origin = [p.detach().clone() for p in params]
@@ -162,11 +167,12 @@ def walk_to_best(params:Sequence[Tensor], loss_fn:Callable[..., Tensor], step:Ca
         move_to(params, origin, origin, 0.)
         restore_state()
     try:
+        grads_finite = all_finite(p.grad for p in params if p.grad is not None)  # a sign-based step can hide an inf
         step()
         with torch.no_grad(): delta = torch._foreach_sub([p.detach() for p in params], origin)
         losses = losses_along(params, origin, delta, mults, loss_fn, module, trials)
-        step_finite = torch.isfinite(torch.stack(torch._foreach_norm(delta))).all()
-        *losses, finite = torch.cat([losses, step_finite.float()[None]]).tolist()  # the walk's one host read
+        finite = (grads_finite & all_finite(delta)).float()[None]
+        *losses, finite = torch.cat([losses, finite]).tolist()  # the walk's one host read
         if not finite:
             undo()
             return None
