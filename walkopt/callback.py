@@ -6,11 +6,10 @@
 from __future__ import annotations
 import math, statistics, warnings
 from collections import deque
-import pandas as pd, torch
+import numpy as np, pandas as pd, torch
 from fastcore.basics import noop, patch
-from fastai.callback.core import Callback, CancelStepException
-import numpy as np
 from fastcore.foundation import L
+from fastai.callback.core import Callback, CancelStepException
 from fastai.callback.schedule import ParamScheduler, combined_cos
 from fastai.learner import Learner, ValueMetric
 from fastai.optimizer import Lookahead
@@ -67,8 +66,7 @@ class WalkCallback(Callback):
         self.walk_until = check_float('walk_until', walk_until, above=0)
         if self.walk_until > 1: raise ValueError(f"`walk_until` is a fraction of training, at most 1, got {walk_until!r}")
         self.settle_factor = check_float('settle_factor', settle_factor, above=0)
-        if trials not in TRIALS: raise ValueError(f"`trials` must be one of {', '.join(map(repr, TRIALS))}, got {trials!r}")
-        self.trials = trials
+        self.trials = check_choice('trials', trials, TRIALS)
         self.trial_size = None if trial_size is None else check_int('trial_size', trial_size, 1)
         self.min_scale = check_float('min_scale', min_scale, above=0)
         self.max_scale = check_float('max_scale', max_scale, at_least=self.min_scale)

@@ -11,9 +11,9 @@ import torch
 from torch import nn, Tensor
 
 # %% auto #0
-__all__ = ['TRIALS', 'check_int', 'check_float', 'walk_multipliers', 'pick_winner', 'recentre', 'preserved_buffers',
-           'rng_devices', 'current_autocast', 'move_to', 'scalar_loss', 'mean_across_processes', 'losses_along',
-           'batch_statistics_only', 'losses_vmapped', 'snapshot_state', 'all_finite', 'walk_to_best']
+__all__ = ['TRIALS', 'check_int', 'check_float', 'check_choice', 'walk_multipliers', 'pick_winner', 'recentre',
+           'preserved_buffers', 'rng_devices', 'current_autocast', 'move_to', 'scalar_loss', 'mean_across_processes',
+           'losses_along', 'batch_statistics_only', 'losses_vmapped', 'snapshot_state', 'all_finite', 'walk_to_best']
 
 # %% ../nbs/00_core.ipynb #d34ae392
 def check_int(name:str, value, min_value:int) -> int:
@@ -32,6 +32,11 @@ def check_float(name:str, value, above:float=None, at_least:float=None) -> float
         bound = f" > {above}" if above is not None else f" >= {at_least}" if at_least is not None else ""
         raise ValueError(f"`{name}` must be a finite number{bound}, got {value!r}")
     return float(value)
+
+def check_choice(name:str, value, choices:Sequence):
+    "Return `value`, or raise `ValueError` naming `name` unless it is one of `choices`"
+    if value not in choices: raise ValueError(f"`{name}` must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
 
 # %% ../nbs/00_core.ipynb #c1719aff
 def walk_multipliers(n_lrs:int=9, factor:float=4.) -> list[float]:
@@ -159,7 +164,7 @@ def all_finite(tensors:Sequence[Tensor]) -> Tensor:
 def walk_to_best(params:Sequence[Tensor], loss_fn:Callable[..., Tensor], step:Callable[[], None],
                  mults:Sequence[float], module:nn.Module=None, state:dict=None, trials:str='loop') -> tuple[int, list]|None:
     "Step once, try `origin + m*(stepped - origin)` for each `m` in `mults`, settle at the best: (winner index, losses), or `None` after undoing a non-finite step"
-    if trials not in TRIALS: raise ValueError(f"`trials` must be one of {', '.join(map(repr, TRIALS))}, got {trials!r}")
+    check_choice('trials', trials, TRIALS)
     params = list(params)
     origin = [p.detach().clone() for p in params]
     restore_state = snapshot_state(state, params) if state is not None else (lambda: None)
