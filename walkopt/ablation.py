@@ -10,25 +10,27 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
+from .compare import DATASETS
 
 # %% auto #0
-__all__ = ['WALK_CONFIGS', 'BASELINES', 'TASKS', 'run_config', 'run_ablation', 'ablation_table', 'plot_ablation']
+__all__ = ['DEFAULT_WALK', 'WALK_CONFIGS', 'BASELINES', 'TASKS', 'run_config', 'run_ablation', 'ablation_table', 'plot_ablation']
 
 # %% ../nbs/12_ablation.ipynb #f31cb205
+DEFAULT_WALK = dict(judge_lag=4, settle_factor=4.)  # `WalkCallback`'s defaults, spelled out
 WALK_CONFIGS = {
     'greedy, same batch (seed)': ('fit', dict(judge_lag=0)),
     'lag 1': ('fit', dict(judge_lag=1)),
     'fit_walk, lag 1, settle x2': ('fit_walk', dict(judge_lag=1, settle_factor=2.)),
     'fit_walk, lag 8, settle x16': ('fit_walk', dict(judge_lag=8, settle_factor=16.)),
     'fit_walk, lag 4, settle x1': ('fit_walk', dict(judge_lag=4, settle_factor=1.)),
-    'fit_walk, lag 4, settle x4 (default)': ('fit_walk', dict(judge_lag=4, settle_factor=4.)),
-    'default + smooth .9': ('fit_walk', dict(judge_lag=4, settle_factor=4., smooth=0.9)),
-    'default + every 4': ('fit_walk', dict(judge_lag=4, settle_factor=4., every=4)),
-    'default + trial_size 25': ('fit_walk', dict(judge_lag=4, settle_factor=4., trial_size=25)),
+    'fit_walk, lag 4, settle x4 (default)': ('fit_walk', DEFAULT_WALK),
+    'default + smooth .9': ('fit_walk', dict(DEFAULT_WALK, smooth=0.9)),
+    'default + every 4': ('fit_walk', dict(DEFAULT_WALK, every=4)),
+    'default + trial_size 25': ('fit_walk', dict(DEFAULT_WALK, trial_size=25)),
 }
 "Walk configurations: how to fit, and the `WalkCallback` options (all spelled out, so defaults can move)"
 BASELINES = ('one_cycle', 'lr_find+one_cycle', 'prodigy')
-TASKS = ('mnist1d', 'synthetic')
+TASKS = tuple(DATASETS)  # `walkopt-compare --dataset`'s learners
 
 # %% ../nbs/12_ablation.ipynb #d3296751
 def run_config(name:str, lr:float, seed:int, epochs:int=10, task:str='mnist1d') -> dict:
@@ -39,8 +41,7 @@ def run_config(name:str, lr:float, seed:int, epochs:int=10, task:str='mnist1d') 
     from fastai.callback.schedule import ParamScheduler, SchedCos
     from fastai.optimizer import OptimWrapper
     from walkopt.callback import WalkCallback
-    from walkopt.data import mnist1d_learner, synthetic_learner
-    make_learner = {'mnist1d': mnist1d_learner, 'synthetic': synthetic_learner}[task]
+    make_learner = DATASETS[task]
     if name == 'prodigy':  # lr=1 with cosine decay, as its authors recommend
         from prodigyopt import Prodigy
         learn = make_learner(1., seed=seed, opt_func=partial(OptimWrapper, opt=Prodigy))
