@@ -308,3 +308,17 @@ def test_fit_walk_walks_then_anneals():
     assert (np.diff(lrs) < 0).all() and lrs[-1] < lrs[0] / 20  # a cosine from the walked lr down
     close(lrs[0] / (1e-4 * learn.walk.scale * 4), 1., eps=0.05)  # settled at 4x the walked centre
     assert learn.walk.walk_until == 1.  # the walk is left as it was, for later fits
+
+@gpu
+@pytest.mark.parametrize('trials', ['loop', 'vmap'])
+def test_walk_iterations_do_not_synchronise_on_gpu(trials):
+    "Inside the walk's `before_step` nothing waits for the GPU: `set_sync_debug_mode('error')` raises on any sync"
+    walk = WalkCallback(trials=trials)
+    original = walk.before_step
+    def before_step():
+        torch.cuda.set_sync_debug_mode('error')
+        try: return original()
+        finally: torch.cuda.set_sync_debug_mode('default')
+    walk.before_step = before_step
+    learn = fit_quietly(tiny_learner(cbs=walk), 2)
+    assert next(learn.model.parameters()).is_cuda and len(learn.walk.history) == 16

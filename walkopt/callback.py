@@ -43,7 +43,7 @@ class WalkLrMetric(ValueMetric):
 class WalkCallback(Callback):
     "Each training step, try several multiples of the optimizer's update and move to the one with the lowest loss"
     order, run_valid = 45, False
-    _stateattrs = ('_rows',)
+    _stateattrs = ('_rows', '_log', '_centre', '_mults_t', '_mirror', '_pending')
     def __init__(self,
         n_lrs:int=9, # Learning rates tried each iteration, besides staying put
         factor:float=4., # The grid spans `centre/factor` to `centre*factor`, geometrically
@@ -78,15 +78,20 @@ class WalkCallback(Callback):
     def _init_state(self):
         self._rows, self._base_lrs, self._autocast, self._walking, self._training_fit = [], None, None, False, False
         self._recent, self._steps, self._stepped, self._walked_centre = deque(), 0, False, None
+        self._log, self._centre, self._mults_t, self._mirror, self._warned = None, None, None, None, False
+        self._pending = deque()  # walks whose finiteness the host has not seen yet
+        self._n_logged = 0
 
     @property
     def scale(self) -> float:
         "Grid centre, as a multiple of the lr the optimizer is given; kept in the optimizer's hyper-parameters too"
+        if self._centre is not None: self._scale = self._centre.item()  # read from the device when asked
         return self._scale
 
     @scale.setter
     def scale(self, value):
         self._scale = check_float('scale', value, above=0)
+        if self._centre is not None: self._centre.fill_(self._scale)
         self._keep_in_optimizer(SCALE_HYPER, self._scale)
 
     def _keep_in_optimizer(self, name, value):
@@ -98,7 +103,7 @@ class WalkCallback(Callback):
     @property
     def history(self) -> pd.DataFrame:
         "One row per walk of the latest `fit`: iteration, winning lr, losses, candidate lrs and their losses"
-        return pd.DataFrame(self._rows, columns=list(HISTORY_COLUMNS))
+        return pd.DataFrame(self._read_rows(), columns=list(HISTORY_COLUMNS))
 
     def before_fit(self):
         self._walking = not hasattr(self.learn, 'lr_finder')
@@ -111,10 +116,13 @@ class WalkCallback(Callback):
         saved = self.opt.hypers[-1]  # a resumed run: the centre, and whether it had settled, come with the optimizer
         if SCALE_HYPER in saved: self._scale = saved[SCALE_HYPER]
         self._settled = bool(saved.get(SETTLED_HYPER, 0))
+        device = next(p for pg in self.opt.param_lists for p in pg).device
+        self._centre = torch.tensor(self._scale, dtype=torch.float32, device=device)  # the walk's centre lives here
+        self._mults_t, self._mirror = torch.tensor(self.mults, dtype=torch.float32, device=device), HostMirror(self._scale)
         self.learn.metrics.append(WalkLrMetric(self._epoch_median_lr, 'walk_lr'))
 
     def before_train(self):
-        if self._walking and self.train_iter == 0: self._rows = []
+        if self._walking and self.train_iter == 0: self._rows, self._log, self._n_logged = [], None, 0
 
     def before_batch(self):
         self._restore_lrs()
@@ -135,38 +143,73 @@ class WalkCallback(Callback):
 
     def before_step(self):
         if not self._walking: return
+        self._take_back_undone()
         params = self._walk_params()
         if not params: return
-        if self.pct_train >= self.walk_until and not self._settled: self._settle()
+        walking = self.pct_train < self.walk_until
+        if not walking and not self._settled: self._settle()
         self._stepped = True
         self._base_lrs = [h['lr'] for h in self.opt.hypers]
-        self.opt.set_hyper('lr', [lr * self.scale for lr in self._base_lrs])
+        host = self._mirror.value if walking else self._scale  # the centre as the host last saw it
+        self.opt.set_hyper('lr', [lr * host for lr in self._base_lrs])
         self._steps += 1
-        if (self._steps - 1) % self.every or self.pct_train >= self.walk_until: return  # a plain step at the walked scale
+        if (self._steps - 1) % self.every or not walking: return  # a plain step at that lr
         step, after_walk = optimizer_steps(self.opt)
         state = getattr(self.opt, 'opt', self.opt).state  # per-parameter state of fastai's, Lookahead's inner or torch's optimizer
-        try: walked = walk_to_best(params, self._trial_loss, step, self.mults, self.model, state, self.trials)
+        grid = self._mults_t * (self._centre / host)  # the step is taken at `host`: candidates around the centre itself
+        try: walk = walk_to_best(params, self._trial_loss, step, grid, self.model, state, self.trials)
         except BaseException:
             self._restore_lrs()  # the weights are back where they were; so are the learning rates
             raise
-        if walked is None: return self._skip_nonfinite()
-        winner, losses = walked
         after_walk()
-        self._record(winner, losses)
-        target = recentre(self.scale, self.mults[winner], self.mults[1], (self.min_scale, self.max_scale))
-        self.scale = self.scale ** self.smooth * target ** (1 - self.smooth)
+        self._record(walk)
+        self._pending.append((walk.finite, self._flag_mirror(walk.finite), walk.take_back_counters))
+        bounds = (self.min_scale, self.max_scale)
+        target = recentre(self._centre, torch.take(self._mults_t, walk.winner), self.mults[1], bounds)
+        self._centre = torch.where(walk.finite, self._centre ** self.smooth * target ** (1 - self.smooth), self._centre)
+        self._mirror.push(self._centre)
         raise CancelStepException()
 
+    def after_epoch(self):
+        "Once an epoch: warn about undone steps, and keep the centre in the optimizer (for `SaveModelCallback`)"
+        if not self._training_fit: return
+        skipped = [r['iter'] for r in self._read_rows() if r['skipped']]
+        if skipped and not self._warned:
+            warnings.warn(f"WalkCallback: non-finite gradient at iteration {skipped[0]}: the step was undone, weights "
+                          "and optimizer state as they were (warned once per fit; see `skipped` in learn.walk.history)")
+            self._warned = True
+        self._keep_in_optimizer(SCALE_HYPER, self.scale)
+
     def after_fit(self):
+        self._take_back_undone(wait=True)
         self._recent.clear()
         self._restore_lrs()
         self._drop_column()
-        if self._training_fit and self._settled:  # carry the walked centre to the next fit, not the settled one
-            self.scale = self._walked_centre or min(max(self.scale / self.settle_factor, self.min_scale), self.max_scale)
-            self._keep_in_optimizer(SETTLED_HYPER, 0)
-        if self._training_fit and hasattr(self.learn, 'recorder'):
-            self.recorder.hps = {'lr': list(self.recorder.lrs)}  # for `plot_sched`; a ParamScheduler overwrites it next
+        if self._training_fit:
+            self._rows = self._read_rows()  # the device log comes back to the host, once
+            self._log = None
+            self._show_walked_lrs()
+            self._keep_in_optimizer(SCALE_HYPER, self.scale)
+            if self._settled:  # carry the walked centre to the next fit, not the settled one
+                self.scale = self._walked_centre or min(max(self.scale / self.settle_factor, self.min_scale), self.max_scale)
+                self._keep_in_optimizer(SETTLED_HYPER, 0)
+            self._centre = None
         self._walking = self._training_fit = False
+
+    @staticmethod
+    def _flag_mirror(flag):
+        mirror = HostMirror(float('nan'))  # nan until the flag arrives
+        mirror.push(flag.float())
+        return mirror
+
+    def _take_back_undone(self, wait:bool=False):
+        "Take undone steps out of the optimizer's host-side counters (step counts), in order, as their flags arrive"
+        while self._pending:
+            finite, mirror, take_back = self._pending[0]
+            arrived = finite.item() if wait else mirror.value
+            if arrived != arrived: return  # not yet: try again next step
+            if not arrived: take_back()
+            self._pending.popleft()
 
     def _restore_lrs(self):
         "Put back the lrs the user or the schedule set, if the walk changed them"
@@ -188,27 +231,18 @@ class WalkCallback(Callback):
 
     def _settle(self):
         "The walk stops: centre at the geometric mean of the latter half's centres (or the centre now) times `settle_factor`"
-        centres = [r['scale'] for r in self._rows[len(self._rows) // 2:] if not r['skipped']] or [self.scale]
+        rows = self._read_rows()
+        centres = [r['scale'] for r in rows[len(rows) // 2:] if not r['skipped']] or [self.scale]
         self._walked_centre = math.exp(statistics.fmean(map(math.log, centres)))
         self.scale = min(max(self._walked_centre * self.settle_factor, self.min_scale), self.max_scale)
         self._settled = True
         self._keep_in_optimizer(SETTLED_HYPER, 1)
 
-    def _skip_nonfinite(self):
-        "A non-finite step, undone by the walk (weights and optimizer state as they were): log it, warn once a fit"
-        if not self._warned:
-            warnings.warn(f"WalkCallback: non-finite gradient at iteration {self.train_iter}: the step is undone, "
-                          "weights and optimizer state stay as they were (warned once per fit; see `skipped` in "
-                          "learn.walk.history)")
-            self._warned = True
-        self._record(0, [float('nan')] * len(self.mults), skipped=True)
-        raise CancelStepException()
-
     def _drop_column(self):
         self.learn.metrics = [m for m in self.learn.metrics if not isinstance(m, WalkLrMetric)]
 
     def _epoch_median_lr(self) -> float:
-        lrs = [r['lr'] for r in self._rows if r['epoch'] == self.epoch]
+        lrs = [r['lr'] for r in self._read_rows() if r['epoch'] == self.epoch]
         return statistics.median(lrs) if lrs else float('nan')
 
     def _walk_params(self) -> list:
@@ -232,13 +266,40 @@ class WalkCallback(Callback):
             pred = (forward or self.model)(*xb)
             return self.loss_func(to_float(pred) if self._autocast['enabled'] else pred, *yb)
 
-    def _record(self, winner:int, losses:list, skipped:bool=False):
-        "Log the walk (before re-centring) and show the winning lr to `Recorder` and schedulers"
-        centre = [lr * self.scale for lr in self._base_lrs]
-        self.opt.set_hyper('lr', [lr * self.mults[winner] for lr in centre])
-        lrs = [centre[-1] * m for m in self.mults]
-        self._rows.append(dict(iter=self.train_iter, epoch=self.epoch, lr=lrs[winner], loss=losses[winner],
-                               base_loss=losses[0], lrs=lrs, losses=losses, scale=self.scale, skipped=skipped))
+    def _record(self, walk:Walk):
+        "Log the walk on the device (centre, winner, finite, losses), and on the host what the host knows"
+        row = torch.cat([self._centre[None], walk.winner.float()[None], walk.finite.float()[None], walk.losses.float()])
+        if self._log is None or self._n_logged == len(self._log):  # grow by doubling: no read, few allocations
+            grown = torch.empty(max(64, 2 * self._n_logged), len(row), device=row.device)
+            if self._log is not None: grown[:self._n_logged] = self._log
+            self._log = grown
+        self._log[self._n_logged] = row
+        self._n_logged += 1
+        self._rows.append((self.train_iter, self.epoch, self._base_lrs[-1]))
+
+    def _read_rows(self) -> list[dict]:
+        "The walk's rows as dicts: the device log read in one transfer (the rows of a finished fit are kept on the host)"
+        if self._log is None: return self._rows
+        rows = []
+        for (it, epoch, base_lr), (centre, winner, finite, *losses) in zip(self._rows, self._log[:self._n_logged].tolist()):
+            lrs, winner = [base_lr * centre * m for m in self.mults], int(winner)
+            if not finite: losses = [float('nan')] * len(losses)
+            rows.append(dict(iter=it, epoch=epoch, lr=lrs[winner], loss=losses[winner], base_loss=losses[0], lrs=lrs,
+                             losses=losses, scale=centre, skipped=not finite))
+        return rows
+
+    def _show_walked_lrs(self):
+        "`Recorder` and `ParamScheduler` logged the lr each walk stepped from: show them the walked one (`plot_sched`)"
+        def walked(lrs):
+            lrs = list(lrs)
+            for r in self._rows:
+                if r['iter'] < len(lrs): lrs[r['iter']] = r['lr']
+            return lrs
+        for cb in self.learn.cbs:
+            if isinstance(cb, ParamScheduler) and 'lr' in getattr(cb, 'hps', {}): cb.hps['lr'] = walked(cb.hps['lr'])
+        if hasattr(self.learn, 'recorder'):
+            self.recorder.lrs = walked(self.recorder.lrs)
+            self.recorder.hps = {'lr': self.recorder.lrs}  # for `plot_sched`; a ParamScheduler overwrites it next
 
 # %% ../nbs/01_callback.ipynb #331ff0c3
 @patch
@@ -246,12 +307,13 @@ def fit_walk(self:Learner, n_epoch:int, lr=None, pct_walk:float=0.3, div_final:f
              reset_opt:bool=False, start_epoch:int=0, **walk_kwargs):
     "Walk for the first `pct_walk` of training to find the lr, settle, then anneal it with a cosine to 1/`div_final`"
     pct_walk = check_float('pct_walk', pct_walk, above=0)
-    if getattr(self, 'walk', None) is None: self.add_cb(WalkCallback(**walk_kwargs))  # stays, like any added callback
-    elif walk_kwargs: raise ValueError(f"the learner already has a WalkCallback: set {', '.join(walk_kwargs)} on `learn.walk`")
+    walk = next((cb for cb in self.cbs if isinstance(cb, WalkCallback)), None)  # a subclass under another name too
+    if walk is None: self.add_cb(walk := WalkCallback(**walk_kwargs))  # stays, like any added callback
+    elif walk_kwargs: raise ValueError(f"the learner already has a WalkCallback: set {', '.join(walk_kwargs)} on `learn.{walk.name}`")
     if self.opt is None: self.create_opt()
     self.opt.set_hyper('lr', self.lr if lr is None else lr)
     lr = np.array([h['lr'] for h in self.opt.hypers])
     anneal = ParamScheduler({'lr': combined_cos(pct_walk, lr, lr, lr / div_final)})  # `fit_flat_cos`'s, which drops `start_epoch`
-    old, self.walk.walk_until = self.walk.walk_until, pct_walk
+    old, walk.walk_until = walk.walk_until, pct_walk
     try: self.fit(n_epoch, cbs=[anneal, *L(cbs)], wd=wd, reset_opt=reset_opt, start_epoch=start_epoch)
-    finally: self.walk.walk_until = old
+    finally: walk.walk_until = old

@@ -6,14 +6,15 @@
 from __future__ import annotations
 import math, numbers
 from contextlib import contextmanager
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 import torch
 from torch import nn, Tensor
 
 # %% auto #0
 __all__ = ['TRIALS', 'check_int', 'check_float', 'check_choice', 'walk_multipliers', 'pick_winner', 'recentre',
            'preserved_buffers', 'rng_devices', 'current_autocast', 'move_to', 'scalar_loss', 'mean_across_processes',
-           'losses_along', 'batch_statistics_only', 'losses_vmapped', 'snapshot_state', 'all_finite', 'walk_to_best']
+           'losses_along', 'batch_statistics_only', 'losses_vmapped', 'snapshot_state', 'all_finite', 'Walk',
+           'walk_to_best', 'HostMirror']
 
 # %% ../nbs/00_core.ipynb #d34ae392
 def check_int(name:str, value, min_value:int) -> int:
@@ -45,15 +46,15 @@ def walk_multipliers(n_lrs:int=9, factor:float=4.) -> list[float]:
     return [0.] + torch.logspace(-1, 1, n_lrs, base=factor, dtype=torch.float64).tolist()
 
 # %% ../nbs/00_core.ipynb #5c8b0ef9
-def pick_winner(losses:Sequence[float]) -> int:
-    "Index of the lowest finite loss; the first one on ties, and `0` (staying put) when none is finite"
-    finite = [i for i, loss in enumerate(losses) if math.isfinite(loss)]
-    return min(finite, key=losses.__getitem__) if finite else 0
+def pick_winner(losses:Tensor) -> Tensor:
+    "Index of the lowest finite loss, as a tensor on the losses' device: the first on ties, `0` (staying put) when none is finite"
+    return torch.where(torch.isfinite(losses), losses, torch.inf).argmin()
 
 # %% ../nbs/00_core.ipynb #e138bd75
-def recentre(scale:float, mult:float, smallest:float, bounds:tuple[float,float]) -> float:
-    "Grid centre for the next walk: `scale*mult`, or `scale*smallest` when staying put won, kept within `bounds`"
-    return min(max(scale * (mult if mult > 0 else smallest), bounds[0]), bounds[1])
+def recentre(scale, mult, smallest:float, bounds:tuple[float,float]) -> Tensor:
+    "Grid centre for the next walk: `scale*mult`, or `scale*smallest` when staying put won, kept within `bounds` (on the device)"
+    scale, mult = torch.as_tensor(scale), torch.as_tensor(mult)
+    return (scale * torch.where(mult > 0, mult, smallest)).clamp(*bounds)
 
 # %% ../nbs/00_core.ipynb #5e8020b7
 @contextmanager
@@ -81,11 +82,12 @@ def current_autocast(module:nn.Module) -> dict:
                 enabled=torch.is_autocast_enabled(device_type))
 
 # %% ../nbs/00_core.ipynb #772a9a03
-def move_to(params:Sequence[Tensor], origin:Sequence[Tensor], delta:Sequence[Tensor], mult:float):
-    "Set `params` in place to `origin + mult*delta`"
+def move_to(params:Sequence[Tensor], origin:Sequence[Tensor], delta:Sequence[Tensor], mult:float|Tensor):
+    "Set `params` in place to `origin + mult*delta`; `mult` may be a tensor on the device (no host read)"
     with torch.no_grad():
         torch._foreach_copy_(list(params), list(origin))
-        if mult: torch._foreach_add_(list(params), list(delta), alpha=mult)
+        if isinstance(mult, Tensor): torch._foreach_add_(list(params), torch._foreach_mul(list(delta), mult))
+        elif mult: torch._foreach_add_(list(params), list(delta), alpha=mult)
 
 # %% ../nbs/00_core.ipynb #3ae9bfb6
 def scalar_loss(loss) -> Tensor:
@@ -106,9 +108,9 @@ def mean_across_processes(t:Tensor) -> Tensor:
 # %% ../nbs/00_core.ipynb #41a2254f
 TRIALS = ('loop', 'vmap')
 
-def losses_along(params:Sequence[Tensor], origin:Sequence[Tensor], delta:Sequence[Tensor], mults:Sequence[float],
+def losses_along(params:Sequence[Tensor], origin:Sequence[Tensor], delta:Sequence[Tensor], mults:Sequence[float]|Tensor,
                  loss_fn:Callable[..., Tensor], module:nn.Module=None, trials:str='loop') -> Tensor:
-    "Loss at `origin + m*delta` for each `m` in `mults`: no gradients, buffers of `module` kept, same randomness for all"
+    "Loss at `origin + m*delta` for each `m` in `mults` (floats or a tensor): no gradients, buffers of `module` kept, same randomness for all"
     devices = rng_devices(params)
     with torch.no_grad(), preserved_buffers(module if module is not None else nn.Module()):
         if trials == 'vmap':
@@ -138,21 +140,35 @@ def losses_vmapped(module:nn.Module, params:Sequence[Tensor], origin:Sequence[Te
     names = {id(p): n for n, p in module.named_parameters()}
     if any(id(p) not in names for p in params): raise ValueError("trials='vmap': every walked parameter must belong to the module")
     def stacked(o, d):
-        m = torch.tensor(mults, dtype=o.dtype, device=o.device).view(-1, *[1] * o.dim())
+        m = torch.as_tensor(mults, dtype=o.dtype, device=o.device).view(-1, *[1] * o.dim())
         return o.unsqueeze(0) + m * d.unsqueeze(0)
     weights = {names[id(p)]: stacked(o, d) for p, o, d in zip(params, origin, delta)}
     def one(w): return scalar_loss(loss_fn(lambda *args: torch.func.functional_call(module, w, args)))
     with batch_statistics_only(module): return torch.func.vmap(one, randomness='same')(weights)
 
 # %% ../nbs/00_core.ipynb #e68abb58
-def snapshot_state(state:dict, params:Sequence[Tensor]) -> Callable[[], None]:
-    "Copy an optimizer's per-parameter `state` for `params`; return a function that puts that copy back"
+def snapshot_state(state:dict, params:Sequence[Tensor]) -> Callable[..., Callable[[], None]]:
+    "Copy an optimizer's per-parameter `state` for `params`; return `restore(keep=None)`, which puts that copy back"
     saved = {p: {k: v.clone() if isinstance(v, Tensor) else v for k, v in state[p].items()} if p in state else None
              for p in params}
-    def restore():
+    def restore(keep:Tensor=None) -> Callable[[], None]:
+        "Put the copy back; with `keep` (a boolean tensor), only where `keep` is false, on the device, without reading it"
+        counters = []  # (state of p, key, change the step made): numbers on the host or on another device
         for p, s in saved.items():
-            if s is None: state.pop(p, None)
-            else: state[p] = s
+            if keep is None:
+                if s is None: state.pop(p, None)
+                else: state[p] = s
+                continue
+            for k, v in state.get(p, {}).items():  # an entry the step created was zero before it, as optimizers start it
+                old = s.get(k) if s is not None else None
+                if isinstance(v, Tensor) and v.device == keep.device:
+                    torch.where(keep, v, old if old is not None else torch.zeros_like(v), out=v)
+                elif isinstance(v, (numbers.Number, Tensor)) and not isinstance(v, bool):
+                    counters.append((state[p], k, v - (old if old is not None else 0)))
+        def take_back_counters():
+            "Once `keep` is known to be false: take the step back out of those counters (step counts)"
+            for s, k, change in counters: s[k] = s[k] - change
+        return take_back_counters
     return restore
 
 # %% ../nbs/00_core.ipynb #71e56894
@@ -161,29 +177,57 @@ def all_finite(tensors:Sequence[Tensor]) -> Tensor:
     tensors = list(tensors)
     return torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all() if tensors else torch.tensor(True)
 
+class Walk(NamedTuple):
+    "What a walk found, as tensors on the parameters' device: reading one is a host-device synchronisation"
+    winner: Tensor # Index of the winning multiplier (0 when the step was not finite)
+    losses: Tensor # Loss at each candidate
+    finite: Tensor # Whether the step was finite (if not, it was undone)
+    take_back_counters: Callable[[], None] # Run it if `finite` is false: takes the step out of counters kept on the host
+
 def walk_to_best(params:Sequence[Tensor], loss_fn:Callable[..., Tensor], step:Callable[[], None],
-                 mults:Sequence[float], module:nn.Module=None, state:dict=None, trials:str='loop') -> tuple[int, list]|None:
-    "Step once, try `origin + m*(stepped - origin)` for each `m` in `mults`, settle at the best: (winner index, losses), or `None` after undoing a non-finite step"
+                 mults:Sequence[float]|Tensor, module:nn.Module=None, state:dict=None, trials:str='loop') -> Walk:
+    "Step once, try `origin + m*(stepped - origin)` for each `m` in `mults`, settle at the best; undo a non-finite step"
     check_choice('trials', trials, TRIALS)
     params = list(params)
+    mults = torch.as_tensor(mults, dtype=torch.float32, device=params[0].device)
     origin = [p.detach().clone() for p in params]
-    restore_state = snapshot_state(state, params) if state is not None else (lambda: None)
-    def undo():
-        move_to(params, origin, origin, 0.)
-        restore_state()
+    restore_state = snapshot_state(state, params) if state is not None else (lambda keep=None: lambda: None)
     try:
         grads_finite = all_finite(p.grad for p in params if p.grad is not None)  # a sign-based step can hide an inf
         step()
         with torch.no_grad(): delta = torch._foreach_sub([p.detach() for p in params], origin)
         losses = losses_along(params, origin, delta, mults, loss_fn, module, trials)
-        finite = (grads_finite & all_finite(delta)).float()[None]
-        *losses, finite = torch.cat([losses, finite]).tolist()  # the walk's one host read
-        if not finite:
-            undo()
-            return None
-        winner = pick_winner(losses)
-        move_to(params, origin, delta, mults[winner])
-        return winner, losses
+        finite = grads_finite & all_finite(delta)
+        winner = torch.where(finite, pick_winner(losses), 0)
+        move_to(params, origin, delta, torch.take(mults, winner))
+        with torch.no_grad():  # not finite: back to origin (`0*nan` is `nan`, so the move alone cannot do it)
+            for p, o in zip(params, origin): torch.where(finite, p, o, out=p.data)
+        return Walk(winner, losses, finite, restore_state(keep=finite))
     except BaseException:
-        undo()
+        move_to(params, origin, origin, 0.)
+        restore_state()
         raise
+
+# %% ../nbs/00_core.ipynb #a377fc8f
+class HostMirror:
+    "The latest value of a device scalar that has reached the host, fetched without ever waiting for the device"
+    def __init__(self, value:float): self._value, self._buffer, self._done = float(value), None, None
+    def push(self, t:Tensor):
+        "Start copying `t` to the host (skipped while an earlier copy is still on its way)"
+        if self._done is not None and not self._done.query(): return
+        self._take()
+        if self._buffer is None:
+            self._buffer = torch.empty((), dtype=t.dtype, pin_memory=t.is_cuda)
+        self._buffer.copy_(t.detach(), non_blocking=t.is_cuda)
+        if t.is_cuda:
+            self._done = torch.cuda.Event()
+            self._done.record()
+        else: self._done = None
+    def _take(self):
+        if self._buffer is not None and (self._done is None or self._done.query()):
+            self._value = float(self._buffer.numpy())  # host memory the copy has finished writing
+    @property
+    def value(self) -> float:
+        "The newest value that has arrived"
+        self._take()
+        return self._value

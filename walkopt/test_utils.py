@@ -4,13 +4,17 @@
 
 # %% ../nbs/09_test_utils.ipynb #aacd20be
 from __future__ import annotations
+import contextlib
+from typing import Callable
+from unittest import mock
 from fastai.basics import *
 from fastai.callback.progress import ProgressCallback  # patches Learner.no_bar
 from .callback import WalkCallback
 from .data import tensor_dls
 
 # %% auto #0
-__all__ = ['tiny_learner', 'ReplayLrs', 'fit_quietly', 'optimizer_state', 'SnapshotBeforeStep', 'FailingLoss']
+__all__ = ['HOST_READS', 'tiny_learner', 'ReplayLrs', 'fit_quietly', 'optimizer_state', 'SnapshotBeforeStep', 'FailingLoss',
+           'host_reads']
 
 # %% ../nbs/09_test_utils.ipynb #26f25f7d
 def tiny_learner(lr=1e-3, opt_func=Adam, dropout=0.2, bn=True, seed=0, bs=16, n_train=8, **kwargs) -> Learner:
@@ -64,3 +68,20 @@ class FailingLoss:
         self.calls += 1
         if self.calls == self.fail_at: raise self.exc
         return MSELossFlat()(pred, y)
+
+# %% ../nbs/09_test_utils.ipynb #9cbd443f
+HOST_READS = ('item', 'tolist', '__bool__', '__float__', '__int__', '__index__')
+
+@contextlib.contextmanager
+def host_reads(only_while:Callable[[], bool]=None):
+    "Within: a list of the tensor-to-Python conversions made (each a host-device sync on a GPU), while `only_while()` holds"
+    seen = []
+    def counting(name):
+        original = getattr(torch.Tensor, name)
+        def convert(self, *args):
+            if only_while is None or only_while(): seen.append(name)
+            return original(self, *args)
+        return mock.patch.object(torch.Tensor, name, convert)
+    with contextlib.ExitStack() as stack:
+        for name in HOST_READS: stack.enter_context(counting(name))
+        yield seen
