@@ -1,7 +1,8 @@
 """`make bench`: what the walk costs over plain fastai training, as ratios measured in one run.
 
-Trains three models on synthetic inputs for one epoch each way, interleaved (plain, walk, walk with `vmap`ped
-trials, walk judged on a quarter of the batch, walk every 4th step, `fit_walk` (walks the first 30%), plain, ...),
+Trains three models on synthetic inputs for one epoch each way, interleaved (plain; walk with its defaults, the
+`path` column saying which trial path `trials='auto'` chose; walk with the trial loop; walk with `vmap`ped trials;
+walk judged on a quarter of the batch; walk every 4th step; `fit_walk` (walks the first 30%); plain, ...),
 and prints the median ratios of epoch time and peak GPU memory against plain training, with the
 device named. On a GPU the sizes are the ones of issue 6 (MNIST-1D CNN at batch 512, ResNet-18 on 32x32 at batch 256,
 a 4-layer transformer, d=256, at batch 64 x 128 tokens); on a CPU they are cut down so it runs in a minute or two.
@@ -38,13 +39,14 @@ def models(gpu):
         'Transformer d=256 x4': (TokenClassifier, lambda n: torch.randint(0, 1000, (n, 128 // s)), 64 // s),
     }
 
-ARMS = {'plain': ('fit', None), 'walk': ('fit', lambda bs: {}), 'walk vmap': ('fit', lambda bs: dict(trials='vmap')),
+ARMS = {'plain': ('fit', None), 'walk': ('fit', lambda bs: {}), 'walk loop': ('fit', lambda bs: dict(trials='loop')),
+        'walk vmap': ('fit', lambda bs: dict(trials='vmap')),
         'walk on 1/4 batch': ('fit', lambda bs: dict(trial_size=max(1, bs // 4))),
         'walk every 4': ('fit', lambda bs: dict(every=4)), 'fit_walk': ('fit_walk', lambda bs: {})}
 "How each arm trains, and its `WalkCallback` options from the batch size (`None`: plain training)"
 
 def one_epoch(make_model, make_x, bs, batches, arm, device):
-    "Seconds and peak memory (bytes, GPU only) of one fastai epoch (no validation) with `arm`"
+    "Seconds, peak memory (bytes, GPU only) and trial path of one fastai epoch (no validation) with `arm`"
     torch.manual_seed(0)
     x, y = make_x(bs * batches), torch.randint(0, 10, (bs * batches,))
     dls = tensor_dls(x, y, x[:bs], y[:bs], bs=bs, device=device)
@@ -52,13 +54,14 @@ def one_epoch(make_model, make_x, bs, batches, arm, device):
     cbs = [WalkCallback(**options(bs))] if options is not None else []
     learn = Learner(dls, make_model(), loss_func=CrossEntropyLossFlat(), opt_func=Adam, lr=1e-3, cbs=cbs)
     with learn.no_bar(), learn.no_logging():
-        getattr(learn, method)(1)  # warm-up: kernels, allocator, cuDNN choices
+        getattr(learn, method)(1)  # warm-up: kernels, allocator, cuDNN choices, `trials='auto'`'s timing
         if device.type == 'cuda': torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         getattr(learn, method)(1)
         if device.type == 'cuda': torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    return seconds, torch.cuda.max_memory_allocated() if device.type == 'cuda' else float('nan')
+    path = learn.walk.trial_path if options is not None else ''
+    return seconds, torch.cuda.max_memory_allocated() if device.type == 'cuda' else float('nan'), path
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -75,15 +78,15 @@ def main():
     for model, (make_model, make_x, bs) in models(gpu).items():
         for rep in range(a.reps):
             for arm in ARMS:
-                sec, mem = one_epoch(make_model, make_x, bs, batches, arm, device)
-                rows.append(dict(model=model, batch=bs, rep=rep, arm=arm, seconds=sec, peak_bytes=mem))
+                sec, mem, path = one_epoch(make_model, make_x, bs, batches, arm, device)
+                rows.append(dict(model=model, batch=bs, rep=rep, arm=arm, path=path, seconds=sec, peak_bytes=mem))
     df = pd.DataFrame(rows)
     if a.out: df.to_csv(a.out, index=False)
     plain = df[df.arm == 'plain'].set_index(['model', 'rep'])
     table = []
     for (model, arm), g in df[df.arm != 'plain'].groupby(['model', 'arm'], sort=False):
         g = g.set_index(['model', 'rep'])
-        table.append(dict(model=model, batch=int(g['batch'].iloc[0]), arm=arm,
+        table.append(dict(model=model, batch=int(g['batch'].iloc[0]), arm=arm, path='/'.join(sorted(set(g['path']))),
                           time_ratio=statistics.median(g['seconds'] / plain['seconds'].loc[g.index]),
                           memory_ratio=statistics.median(g['peak_bytes'] / plain['peak_bytes'].loc[g.index]),
                           plain_seconds=statistics.median(plain['seconds'].loc[g.index])))

@@ -322,3 +322,33 @@ def test_walk_iterations_do_not_synchronise_on_gpu(trials):
     walk.before_step = before_step
     learn = fit_quietly(tiny_learner(cbs=walk), 2)
     assert next(learn.model.parameters()).is_cuda and len(learn.walk.history) == 16
+
+class Branchy(nn.Module):
+    "Identity with data-dependent control flow, which `torch.func.vmap` refuses"
+    def forward(self, x): return x if x.sum() > -1e30 else -x
+
+def test_auto_trials_use_the_loop_on_a_cpu_without_timing():
+    learn = fit_quietly(tiny_learner(cbs=WalkCallback()))
+    assert learn.walk.trials == 'auto' and learn.walk.trial_path == 'loop'
+    assert learn.walk._timings == {'loop': [], 'vmap': []}
+
+def test_auto_trials_time_both_paths_then_keep_one():
+    walk = WalkCallback()
+    walk.timed_devices = ('cpu',)  # time here, as on a GPU
+    learn = fit_quietly(tiny_learner(cbs=walk), 2)
+    assert walk.trial_path in ('loop', 'vmap') and [len(t) for t in walk._timings.values()] == [4, 4]
+    assert len(learn.walk.history) == 16  # every iteration walked, timed or not
+
+def test_auto_trials_fall_back_to_the_loop_when_vmap_cannot_run_the_model():
+    walk = WalkCallback()
+    walk.timed_devices = ('cpu',)
+    learn = tiny_learner(cbs=walk)
+    learn.model.append(Branchy())
+    with pytest.warns(UserWarning, match='vmap cannot run this model'): fit_quietly(learn, 2)
+    assert walk.trial_path == 'loop' and len(learn.walk.history) == 16 and len(walk._timings['vmap']) == 0
+
+def test_fit_walk_uses_a_walk_subclass_already_there():
+    class MyWalk(WalkCallback): pass
+    learn = fit_quietly(tiny_learner(cbs=MyWalk()), 2, 'fit_walk')
+    assert [type(cb) for cb in learn.cbs if isinstance(cb, WalkCallback)] == [MyWalk]
+    assert len(learn.my_walk.history) == 5  # walked while under 30% of 16 iterations (0-4), then settled

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_callback.ipynb #f42fae17
 from __future__ import annotations
-import math, statistics, warnings
+import math, statistics, time, warnings
 from collections import deque
 import numpy as np, pandas as pd, torch
 from fastcore.basics import noop, patch
@@ -43,6 +43,7 @@ class WalkLrMetric(ValueMetric):
 class WalkCallback(Callback):
     "Each training step, try several multiples of the optimizer's update and move to the one with the lowest loss"
     order, run_valid = 45, False
+    timed_devices, timed_walks = ('cuda',), 3  # where `trials='auto'` times both paths, and on how many walks each
     _stateattrs = ('_rows', '_log', '_centre', '_mults_t', '_mirror', '_pending')
     def __init__(self,
         n_lrs:int=9, # Learning rates tried each iteration, besides staying put
@@ -55,7 +56,7 @@ class WalkCallback(Callback):
         every:int=1, # Walk every `every` iterations; step at the walked lr in between
         walk_until:float=1., # Fraction of training after which the walk stops and the scale settles
         settle_factor:float=4., # When the walk stops: multiple of the typical centre of its latter half to settle at
-        trials:str='loop', # How candidates are evaluated: 'loop' (one forward each) or 'vmap' (one batched forward)
+        trials:str='auto', # How candidates are evaluated: 'loop' (one forward each), 'vmap' (one batched forward) or 'auto'
         trial_size:int=None, # Judge on the first `trial_size` samples of the batch only (None: all of it)
     ):
         self.mults = walk_multipliers(n_lrs, factor)
@@ -66,7 +67,7 @@ class WalkCallback(Callback):
         self.walk_until = check_float('walk_until', walk_until, above=0)
         if self.walk_until > 1: raise ValueError(f"`walk_until` is a fraction of training, at most 1, got {walk_until!r}")
         self.settle_factor = check_float('settle_factor', settle_factor, above=0)
-        self.trials = check_choice('trials', trials, TRIALS)
+        self.trials = check_choice('trials', trials, ('auto', *TRIALS))
         self.trial_size = None if trial_size is None else check_int('trial_size', trial_size, 1)
         self.min_scale = check_float('min_scale', min_scale, above=0)
         self.max_scale = check_float('max_scale', max_scale, at_least=self.min_scale)
@@ -80,6 +81,7 @@ class WalkCallback(Callback):
         self._recent, self._steps, self._stepped, self._walked_centre = deque(), 0, False, None
         self._log, self._centre, self._mults_t, self._mirror, self._warned = None, None, None, None, False
         self._pending = deque()  # walks whose finiteness the host has not seen yet
+        self._path, self._timings = None, {path: [] for path in TRIALS}  # what `trials='auto'` chose, and its evidence
         self._n_logged = 0
 
     @property
@@ -101,6 +103,11 @@ class WalkCallback(Callback):
         self.opt.set_hyper(name, value)
 
     @property
+    def trial_path(self) -> str|None:
+        "How candidates are evaluated: `trials`, or what 'auto' chose (`None` while it is still timing the two paths)"
+        return self._path if self.trials == 'auto' else self.trials
+
+    @property
     def history(self) -> pd.DataFrame:
         "One row per walk of the latest `fit`: iteration, winning lr, losses, candidate lrs and their losses"
         return pd.DataFrame(self._read_rows(), columns=list(HISTORY_COLUMNS))
@@ -117,6 +124,7 @@ class WalkCallback(Callback):
         if SCALE_HYPER in saved: self._scale = saved[SCALE_HYPER]
         self._settled = bool(saved.get(SETTLED_HYPER, 0))
         device = next(p for pg in self.opt.param_lists for p in pg).device
+        if self.trials == 'auto' and self._path is None and not self._can_time_vmap(device): self._path = 'loop'
         self._centre = torch.tensor(self._scale, dtype=torch.float32, device=device)  # the walk's centre lives here
         self._mults_t, self._mirror = torch.tensor(self.mults, dtype=torch.float32, device=device), HostMirror(self._scale)
         self.learn.metrics.append(WalkLrMetric(self._epoch_median_lr, 'walk_lr'))
@@ -157,7 +165,7 @@ class WalkCallback(Callback):
         step, after_walk = optimizer_steps(self.opt)
         state = getattr(self.opt, 'opt', self.opt).state  # per-parameter state of fastai's, Lookahead's inner or torch's optimizer
         grid = self._mults_t * (self._centre / host)  # the step is taken at `host`: candidates around the centre itself
-        try: walk = walk_to_best(params, self._trial_loss, step, grid, self.model, state, self.trials)
+        try: walk = self._walk(params, step, grid, state)
         except BaseException:
             self._restore_lrs()  # the weights are back where they were; so are the learning rates
             raise
@@ -195,6 +203,37 @@ class WalkCallback(Callback):
                 self._keep_in_optimizer(SETTLED_HYPER, 0)
             self._centre = None
         self._walking = self._training_fit = False
+
+    def _can_time_vmap(self, device) -> bool:
+        "Whether 'auto' should time vmap against the loop: on a GPU, single process, no SyncBatchNorm"
+        dist = torch.distributed
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        sync_bn = any(isinstance(m, torch.nn.SyncBatchNorm) for m in self.model.modules())
+        return device.type in self.timed_devices and not distributed and not sync_bn
+
+    def _walk(self, params, step, grid, state) -> Walk:
+        "One walk on the path `trials` names; under 'auto', the first walks time each path (after a warm-up walk)"
+        path = self.trial_path or ('loop' if len(self._timings['loop']) <= self.timed_walks else 'vmap')
+        timing = self.trial_path is None
+        if timing: start = self._clock(params[0].device)
+        try: walk = walk_to_best(params, self._trial_loss, step, grid, self.model, state, path)
+        except Exception as e:
+            if not (timing and path == 'vmap'): raise
+            warnings.warn(f"WalkCallback(trials='auto'): vmap cannot run this model ({e!r}); using trials='loop'")
+            self._path = 'loop'
+            return walk_to_best(params, self._trial_loss, step, grid, self.model, state, 'loop')
+        if timing:
+            self._timings[path].append(self._clock(params[0].device) - start)
+            if len(self._timings['vmap']) > self.timed_walks:  # medians without the warm-up walk; vmap must win clearly
+                loop, vmap = (statistics.median(self._timings[p][1:]) for p in TRIALS)
+                self._path = 'vmap' if vmap < 0.9 * loop else 'loop'
+        return walk
+
+    @staticmethod
+    def _clock(device) -> float:
+        "Seconds, once the device has finished its queue (only while 'auto' times the paths)"
+        if device.type == 'cuda': torch.cuda.synchronize(device)
+        return time.perf_counter()
 
     @staticmethod
     def _flag_mirror(flag):
