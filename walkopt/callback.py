@@ -44,7 +44,7 @@ class WalkCallback(Callback):
     "Each training step, try several multiples of the optimizer's update and move to the one with the lowest loss"
     order, run_valid = 45, False
     timed_devices, timed_walks = ('cuda',), 3  # where `trials='auto'` times both paths, and on how many walks each
-    _stateattrs = ('_rows', '_log', '_centre', '_mults_t', '_mirror', '_pending')
+    _stateattrs = ('_rows', '_log', '_centre', '_mirror', '_pending')
     def __init__(self,
         n_lrs:int=9, # Learning rates tried each iteration, besides staying put
         factor:float=4., # The grid spans `centre/factor` to `centre*factor`, geometrically
@@ -79,7 +79,7 @@ class WalkCallback(Callback):
     def _init_state(self):
         self._rows, self._base_lrs, self._autocast, self._walking, self._training_fit = [], None, None, False, False
         self._recent, self._steps, self._stepped, self._walked_centre = deque(), 0, False, None
-        self._log, self._centre, self._mults_t, self._mirror, self._warned = None, None, None, None, False
+        self._log, self._centre, self._mirror, self._warned = None, None, None, False
         self._pending = deque()  # walks whose finiteness the host has not seen yet
         self._path, self._timings = None, {path: [] for path in TRIALS}  # what `trials='auto'` chose, and its evidence
         self._n_logged = 0
@@ -126,7 +126,7 @@ class WalkCallback(Callback):
         device = next(p for pg in self.opt.param_lists for p in pg).device
         if self.trials == 'auto' and self._path is None and not self._can_time_vmap(device): self._path = 'loop'
         self._centre = torch.tensor(self._scale, dtype=torch.float32, device=device)  # the walk's centre lives here
-        self._mults_t, self._mirror = torch.tensor(self.mults, dtype=torch.float32, device=device), HostMirror(self._scale)
+        self._mirror = HostMirror(self._scale)
         self.learn.metrics.append(WalkLrMetric(self._epoch_median_lr, 'walk_lr'))
 
     def before_train(self):
@@ -164,16 +164,16 @@ class WalkCallback(Callback):
         if (self._steps - 1) % self.every or not walking: return  # a plain step at that lr
         step, after_walk = optimizer_steps(self.opt)
         state = getattr(self.opt, 'opt', self.opt).state  # per-parameter state of fastai's, Lookahead's inner or torch's optimizer
-        grid = self._mults_t * (self._centre / host)  # the step is taken at `host`: candidates around the centre itself
-        try: walk = self._walk(params, step, grid, state)
+        scale = self._centre / host  # the step is taken at `host`: the candidates are tried around the centre itself
+        try: walk = self._walk(params, step, scale, state)
         except BaseException:
             self._restore_lrs()  # the weights are back where they were; so are the learning rates
             raise
         after_walk()
         self._record(walk)
         self._pending.append((walk.finite, self._flag_mirror(walk.finite), walk.take_back_counters))
-        bounds = (self.min_scale, self.max_scale)
-        target = recentre(self._centre, torch.take(self._mults_t, walk.winner), self.mults[1], bounds)
+        won = torch.take(device_grid(self.mults, self._centre.device), walk.winner)
+        target = recentre(self._centre, won, self.mults[1], (self.min_scale, self.max_scale))
         self._centre = torch.where(walk.finite, self._centre ** self.smooth * target ** (1 - self.smooth), self._centre)
         self._mirror.push(self._centre)
         raise CancelStepException()
@@ -211,17 +211,17 @@ class WalkCallback(Callback):
         sync_bn = any(isinstance(m, torch.nn.SyncBatchNorm) for m in self.model.modules())
         return device.type in self.timed_devices and not distributed and not sync_bn
 
-    def _walk(self, params, step, grid, state) -> Walk:
+    def _walk(self, params, step, scale, state) -> Walk:
         "One walk on the path `trials` names; under 'auto', the first walks time each path (after a warm-up walk)"
         path = self.trial_path or ('loop' if len(self._timings['loop']) <= self.timed_walks else 'vmap')
         timing = self.trial_path is None
         if timing: start = self._clock(params[0].device)
-        try: walk = walk_to_best(params, self._trial_loss, step, grid, self.model, state, path)
+        try: walk = walk_to_best(params, self._trial_loss, step, self.mults, self.model, state, path, scale)
         except Exception as e:
             if not (timing and path == 'vmap'): raise
             warnings.warn(f"WalkCallback(trials='auto'): vmap cannot run this model ({e!r}); using trials='loop'")
             self._path = 'loop'
-            return walk_to_best(params, self._trial_loss, step, grid, self.model, state, 'loop')
+            return walk_to_best(params, self._trial_loss, step, self.mults, self.model, state, 'loop', scale)
         if timing:
             self._timings[path].append(self._clock(params[0].device) - start)
             if len(self._timings['vmap']) > self.timed_walks:  # medians without the warm-up walk; vmap must win clearly

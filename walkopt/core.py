@@ -4,14 +4,14 @@
 
 # %% ../nbs/00_core.ipynb #47f73f6e
 from __future__ import annotations
-import math, numbers
+import functools, math, numbers
 from contextlib import contextmanager
 from typing import Callable, NamedTuple, Sequence
 import torch
 from torch import nn, Tensor
 
 # %% auto #0
-__all__ = ['TRIALS', 'check_int', 'check_float', 'check_choice', 'walk_multipliers', 'pick_winner', 'recentre',
+__all__ = ['TRIALS', 'check_int', 'check_float', 'check_choice', 'walk_multipliers', 'device_grid', 'pick_winner', 'recentre',
            'preserved_buffers', 'rng_devices', 'current_autocast', 'move_to', 'scalar_loss', 'mean_across_processes',
            'losses_along', 'batch_statistics_only', 'losses_vmapped', 'snapshot_state', 'all_finite', 'Walk',
            'walk_to_best', 'HostMirror']
@@ -44,6 +44,13 @@ def walk_multipliers(n_lrs:int=9, factor:float=4.) -> list[float]:
     "`0` (staying put), then `n_lrs` multipliers spaced geometrically from `1/factor` to `factor`"
     n_lrs, factor = check_int('n_lrs', n_lrs, 2), check_float('factor', factor, above=1)
     return [0.] + torch.logspace(-1, 1, n_lrs, base=factor, dtype=torch.float64).tolist()
+
+@functools.lru_cache(maxsize=64)
+def _grid_on(mults:tuple, device:torch.device) -> Tensor: return torch.tensor(mults, dtype=torch.float32, device=device)
+
+def device_grid(mults:Sequence[float], device) -> Tensor:
+    "`mults` as a float32 tensor on `device`, made once per grid and device: walks do not copy it there each time"
+    return _grid_on(tuple(map(float, mults)), torch.device(device))
 
 # %% ../nbs/00_core.ipynb #5c8b0ef9
 def pick_winner(losses:Tensor) -> Tensor:
@@ -108,9 +115,9 @@ def mean_across_processes(t:Tensor) -> Tensor:
 # %% ../nbs/00_core.ipynb #41a2254f
 TRIALS = ('loop', 'vmap')
 
-def losses_along(params:Sequence[Tensor], origin:Sequence[Tensor], delta:Sequence[Tensor], mults:Sequence[float]|Tensor,
+def losses_along(params:Sequence[Tensor], origin:Sequence[Tensor], delta:Sequence[Tensor], mults:Sequence[float],
                  loss_fn:Callable[..., Tensor], module:nn.Module=None, trials:str='loop') -> Tensor:
-    "Loss at `origin + m*delta` for each `m` in `mults` (floats or a tensor): no gradients, buffers of `module` kept, same randomness for all"
+    "Loss at `origin + m*delta` for each `m` in `mults`: no gradients, buffers of `module` kept, same randomness for all"
     devices = rng_devices(params)
     with torch.no_grad(), preserved_buffers(module if module is not None else nn.Module()):
         if trials == 'vmap':
@@ -140,7 +147,7 @@ def losses_vmapped(module:nn.Module, params:Sequence[Tensor], origin:Sequence[Te
     names = {id(p): n for n, p in module.named_parameters()}
     if any(id(p) not in names for p in params): raise ValueError("trials='vmap': every walked parameter must belong to the module")
     def stacked(o, d):
-        m = torch.as_tensor(mults, dtype=o.dtype, device=o.device).view(-1, *[1] * o.dim())
+        m = device_grid(mults, o.device).to(o.dtype).view(-1, *[1] * o.dim())
         return o.unsqueeze(0) + m * d.unsqueeze(0)
     weights = {names[id(p)]: stacked(o, d) for p, o, d in zip(params, origin, delta)}
     def one(w): return scalar_loss(loss_fn(lambda *args: torch.func.functional_call(module, w, args)))
@@ -185,21 +192,23 @@ class Walk(NamedTuple):
     take_back_counters: Callable[[], None] # Run it if `finite` is false: takes the step out of counters kept on the host
 
 def walk_to_best(params:Sequence[Tensor], loss_fn:Callable[..., Tensor], step:Callable[[], None],
-                 mults:Sequence[float]|Tensor, module:nn.Module=None, state:dict=None, trials:str='loop') -> Walk:
+                 mults:Sequence[float], module:nn.Module=None, state:dict=None, trials:str='loop',
+                 step_scale:Tensor=None) -> Walk:
     "Step once, try `origin + m*(stepped - origin)` for each `m` in `mults`, settle at the best; undo a non-finite step"
     check_choice('trials', trials, TRIALS)
     params = list(params)
-    mults = torch.as_tensor(mults, dtype=torch.float32, device=params[0].device)
     origin = [p.detach().clone() for p in params]
     restore_state = snapshot_state(state, params) if state is not None else (lambda keep=None: lambda: None)
     try:
         grads_finite = all_finite(p.grad for p in params if p.grad is not None)  # a sign-based step can hide an inf
         step()
-        with torch.no_grad(): delta = torch._foreach_sub([p.detach() for p in params], origin)
+        with torch.no_grad():
+            delta = torch._foreach_sub([p.detach() for p in params], origin)
+            if step_scale is not None: torch._foreach_mul_(delta, step_scale)
         losses = losses_along(params, origin, delta, mults, loss_fn, module, trials)
         finite = grads_finite & all_finite(delta)
         winner = torch.where(finite, pick_winner(losses), 0)
-        move_to(params, origin, delta, torch.take(mults, winner))
+        move_to(params, origin, delta, torch.take(device_grid(mults, params[0].device), winner))
         with torch.no_grad():  # not finite: back to origin (`0*nan` is `nan`, so the move alone cannot do it)
             for p, o in zip(params, origin): torch.where(finite, p, o, out=p.data)
         return Walk(winner, losses, finite, restore_state(keep=finite))
