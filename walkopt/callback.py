@@ -17,7 +17,7 @@ from fastai.torch_core import apply, to_float
 from .core import *
 
 # %% auto #0
-__all__ = ['HISTORY_COLUMNS', 'SCALE_HYPER', 'SETTLED_HYPER', 'optimizer_steps', 'WalkLrMetric', 'WalkCallback']
+__all__ = ['HISTORY_COLUMNS', 'SCALE_HYPER', 'SETTLED_HYPER', 'optimizer_steps', 'faster_trials', 'WalkLrMetric', 'WalkCallback']
 
 # %% ../nbs/01_callback.ipynb #5ffc6ec0
 def optimizer_steps(opt) -> tuple:
@@ -32,6 +32,14 @@ def optimizer_steps(opt) -> tuple:
 
 # %% ../nbs/01_callback.ipynb #664762e0
 HISTORY_COLUMNS = ('iter', 'epoch', 'lr', 'loss', 'base_loss', 'lrs', 'losses', 'scale', 'skipped')
+
+# %% ../nbs/01_callback.ipynb #f50a3fec
+def faster_trials(seconds:dict, peaks:dict, min_gain:float=0.1, max_memory:float=1.05) -> str:
+    "'vmap' if its walks took at least `min_gain` less time than the loop's (medians) without raising the memory peak by more than `max_memory`; else 'loop'"
+    loop, vmap = (statistics.median(seconds[p]) for p in TRIALS)
+    faster = vmap < (1 - min_gain) * loop
+    lean = peaks.get('vmap', 0) <= max_memory * peaks.get('loop', 0)
+    return 'vmap' if faster and lean else 'loop'
 
 # %% ../nbs/01_callback.ipynb #ce798aa1
 SCALE_HYPER = 'walk_scale'  # where the grid centre is kept in the optimizer, so `learn.save(with_opt=True)` keeps it
@@ -81,7 +89,7 @@ class WalkCallback(Callback):
         self._recent, self._steps, self._stepped, self._walked_centre = deque(), 0, False, None
         self._log, self._centre, self._mirror, self._warned = None, None, None, False
         self._pending = deque()  # walks whose finiteness the host has not seen yet
-        self._path, self._timings = None, {path: [] for path in TRIALS}  # what `trials='auto'` chose, and its evidence
+        self._path, self._timings, self._peaks = None, {p: [] for p in TRIALS}, {}  # what 'auto' chose, and its evidence
         self._n_logged = 0
 
     @property
@@ -214,8 +222,8 @@ class WalkCallback(Callback):
     def _walk(self, params, step, scale, state) -> Walk:
         "One walk on the path `trials` names; under 'auto', the first walks time each path (after a warm-up walk)"
         path = self.trial_path or ('loop' if len(self._timings['loop']) <= self.timed_walks else 'vmap')
-        timing = self.trial_path is None
-        if timing: start = self._clock(params[0].device)
+        timing, device = self.trial_path is None, params[0].device
+        if timing: start = self._clock(device)
         try: walk = walk_to_best(params, self._trial_loss, step, self.mults, self.model, state, path, scale)
         except Exception as e:
             if not (timing and path == 'vmap'): raise
@@ -223,10 +231,10 @@ class WalkCallback(Callback):
             self._path = 'loop'
             return walk_to_best(params, self._trial_loss, step, self.mults, self.model, state, 'loop', scale)
         if timing:
-            self._timings[path].append(self._clock(params[0].device) - start)
-            if len(self._timings['vmap']) > self.timed_walks:  # medians without the warm-up walk; vmap must win clearly
-                loop, vmap = (statistics.median(self._timings[p][1:]) for p in TRIALS)
-                self._path = 'vmap' if vmap < 0.9 * loop else 'loop'
+            self._timings[path].append(self._clock(device) - start)
+            self._peaks[path] = torch.cuda.max_memory_allocated(device) if device.type == 'cuda' else 0
+            if len(self._timings['vmap']) > self.timed_walks:
+                self._path = faster_trials({p: t[1:] for p, t in self._timings.items()}, self._peaks)  # warm-up left out
         return walk
 
     @staticmethod
