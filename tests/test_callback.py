@@ -312,11 +312,12 @@ def test_fit_walk_walks_then_anneals():
 @gpu
 @pytest.mark.parametrize('trials', ['loop', 'vmap'])
 def test_walk_iterations_do_not_synchronise_on_gpu(trials):
-    "Inside the walk's `before_step` nothing waits for the GPU: `set_sync_debug_mode('error')` raises on any sync"
+    "After a run's first step (which reads once: see `walk_to_best`), nothing in the walk's `before_step` waits for the GPU"
     walk = WalkCallback(trials=trials)
-    original = walk.before_step
+    original, calls = walk.before_step, []
     def before_step():
-        torch.cuda.set_sync_debug_mode('error')
+        calls.append(1)
+        if len(calls) > 1: torch.cuda.set_sync_debug_mode('error')
         try: return original()
         finally: torch.cuda.set_sync_debug_mode('default')
     walk.before_step = before_step
@@ -332,12 +333,25 @@ def test_auto_trials_use_the_loop_on_a_cpu_without_timing():
     assert learn.walk.trials == 'auto' and learn.walk.trial_path == 'loop'
     assert learn.walk._timings == {'loop': [], 'vmap': []}
 
-def test_auto_trials_time_both_paths_then_keep_one():
-    walk = WalkCallback()
-    walk.timed_devices = ('cpu',)  # time here, as on a GPU
+def timed_walk(vmap_seconds:float) -> WalkCallback:
+    "A walk whose 'auto' times its paths on a CPU too, with a clock on which a vmap walk takes `vmap_seconds` (a loop walk 1)"
+    walk, now = WalkCallback(), [0.]
+    walk.timed_devices = ('cpu',)
+    def clock(device):
+        now[0] += 0.5 * (vmap_seconds if walk._timings['loop'] and len(walk._timings['loop']) > walk.timed_walks else 1.)
+        return now[0]
+    walk._clock = clock
+    return walk
+
+@pytest.mark.parametrize('vmap_seconds,chosen', [(0.5, 'vmap'), (0.95, 'loop')])
+def test_auto_trials_time_both_paths_then_keep_the_clearly_faster(vmap_seconds, chosen):
+    walk = timed_walk(vmap_seconds)
     learn = fit_quietly(tiny_learner(cbs=walk), 2)
-    assert walk.trial_path in ('loop', 'vmap') and [len(t) for t in walk._timings.values()] == [4, 4]
+    assert [len(t) for t in walk._timings.values()] == [4, 4] and walk.trial_path == chosen
     assert len(learn.walk.history) == 16  # every iteration walked, timed or not
+    learn.freeze()  # other trainable parameters: 'auto' times again
+    fit_quietly(learn, 2)
+    assert [len(t) for t in walk._timings.values()] == [4, 4] and walk._timed_for[1] < sum(p.numel() for p in learn.model.parameters())
 
 def test_auto_trials_fall_back_to_the_loop_when_vmap_cannot_run_the_model():
     walk = WalkCallback()
@@ -352,3 +366,8 @@ def test_fit_walk_uses_a_walk_subclass_already_there():
     learn = fit_quietly(tiny_learner(cbs=MyWalk()), 2, 'fit_walk')
     assert [type(cb) for cb in learn.cbs if isinstance(cb, WalkCallback)] == [MyWalk]
     assert len(learn.my_walk.history) == 5  # walked while under 30% of 16 iterations (0-4), then settled
+
+def test_fit_walk_uses_a_walk_passed_in_cbs():
+    learn = tiny_learner()
+    learn.fit_walk(2, cbs=[walk := WalkCallback()])
+    assert len(walk.history) == 5 and not any(isinstance(cb, WalkCallback) for cb in learn.cbs)

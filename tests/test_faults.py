@@ -4,7 +4,7 @@ from functools import partial
 import pytest, torch
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
 from fastai.losses import MSELossFlat
-from fastai.optimizer import OptimWrapper
+from fastai.optimizer import OptimWrapper, Lookahead, SGD
 from walkopt.callback import WalkCallback
 from walkopt.test_utils import tiny_learner, fit_quietly, optimizer_state, SnapshotBeforeStep, FailingLoss
 
@@ -85,3 +85,30 @@ def test_refuses_a_loss_that_is_not_a_scalar():
     learn = tiny_learner(cbs=WalkCallback())
     learn.loss_func = MSELossFlat(reduction='none')
     with pytest.raises(ValueError, match='needs a scalar loss'): fit_quietly(learn)
+
+def test_an_undone_first_step_leaves_no_optimizer_state_behind():
+    "Undoing a run's first step must remove the state it created: Rprop's step sizes would otherwise be stuck at 0"
+    learn = tiny_learner(opt_func=partial(OptimWrapper, opt=torch.optim.Rprop), cbs=WalkCallback())
+    learn.loss_func = nan_loss = NanLossAt({0})
+    nan_loss.learn = learn
+    with warnings.catch_warnings(): warnings.simplefilter('ignore'); fit_quietly(learn)
+    assert learn.walk.history['skipped'].tolist() == [True] + [False] * 7
+    for s in optimizer_state(learn):
+        assert s['step'].item() == 7 and s['step_size'].max() > 1e-5  # as if it had started a batch later (not stuck near 1e-6)
+
+def test_an_undone_step_is_not_counted_by_lookahead():
+    learn = tiny_learner(opt_func=lambda ps, lr: Lookahead(SGD(ps, lr, mom=0.9), k=2), cbs=WalkCallback())
+    learn.loss_func = nan_loss = NanLossAt({2, 5})
+    nan_loss.learn = learn
+    with warnings.catch_warnings(): warnings.simplefilter('ignore'); fit_quietly(learn)
+    assert learn.opt.count == 6
+
+def test_an_error_after_the_walk_leaves_the_users_lrs():
+    learn = tiny_learner(cbs=WalkCallback())
+    calls = []
+    def failing_record(walk):
+        calls.append(1)
+        if len(calls) == 2: raise RuntimeError('bookkeeping failed')
+    learn.walk._record = failing_record
+    with pytest.raises(RuntimeError, match='bookkeeping'): fit_quietly(learn)
+    assert [h['lr'] for h in learn.opt.hypers] == [learn.lr] * 2

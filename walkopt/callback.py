@@ -21,14 +21,15 @@ __all__ = ['HISTORY_COLUMNS', 'SCALE_HYPER', 'SETTLED_HYPER', 'optimizer_steps',
 
 # %% ../nbs/01_callback.ipynb #5ffc6ec0
 def optimizer_steps(opt) -> tuple:
-    "The step the walk follows and what must run after the walk: Lookahead's count and slow-weight sync, on the walked weights"
-    if not isinstance(opt, Lookahead): return opt.step, noop
+    "The step the walk follows; what runs after the walk (Lookahead's count and slow-weight sync, on the walked weights); how to take an undone step out of that count"
+    if not isinstance(opt, Lookahead): return opt.step, noop, noop
     if opt.slow_weights is None: opt._copy_weights()
     def sync():
         opt.opt.step = noop  # run Lookahead's own step, minus the inner step the walk already took
         try: opt.step()
         finally: del opt.opt.step
-    return opt.opt.step, sync
+    def uncount(): opt.count -= 1
+    return opt.opt.step, sync, uncount
 
 # %% ../nbs/01_callback.ipynb #664762e0
 HISTORY_COLUMNS = ('iter', 'epoch', 'lr', 'loss', 'base_loss', 'lrs', 'losses', 'scale', 'skipped')
@@ -52,7 +53,7 @@ class WalkCallback(Callback):
     "Each training step, try several multiples of the optimizer's update and move to the one with the lowest loss"
     order, run_valid = 45, False
     timed_devices, timed_walks = ('cuda',), 3  # where `trials='auto'` times both paths, and on how many walks each
-    _stateattrs = ('_rows', '_log', '_centre', '_mirror', '_pending')
+    _stateattrs = ('_rows', '_host_info', '_log', '_centre', '_mirror', '_pending')
     def __init__(self,
         n_lrs:int=9, # Learning rates tried each iteration, besides staying put
         factor:float=4., # The grid spans `centre/factor` to `centre*factor`, geometrically
@@ -89,7 +90,8 @@ class WalkCallback(Callback):
         self._recent, self._steps, self._stepped, self._walked_centre = deque(), 0, False, None
         self._log, self._centre, self._mirror, self._warned = None, None, None, False
         self._pending = deque()  # walks whose finiteness the host has not seen yet
-        self._path, self._timings, self._peaks = None, {p: [] for p in TRIALS}, {}  # what 'auto' chose, and its evidence
+        self._path, self._timings, self._peaks, self._timed_for = None, {p: [] for p in TRIALS}, {}, None  # 'auto''s
+        self._host_info = []  # (iteration, epoch, base lr) of each logged walk
         self._n_logged = 0
 
     @property
@@ -131,14 +133,16 @@ class WalkCallback(Callback):
         saved = self.opt.hypers[-1]  # a resumed run: the centre, and whether it had settled, come with the optimizer
         if SCALE_HYPER in saved: self._scale = saved[SCALE_HYPER]
         self._settled = bool(saved.get(SETTLED_HYPER, 0))
-        device = next(p for pg in self.opt.param_lists for p in pg).device
-        if self.trials == 'auto' and self._path is None and not self._can_time_vmap(device): self._path = 'loop'
+        trainable = [p for pg in self.opt.param_lists for p in pg if p.requires_grad]
+        device = trainable[0].device
+        if self.trials == 'auto': self._choose_anew_for(device, sum(p.numel() for p in trainable))
         self._centre = torch.tensor(self._scale, dtype=torch.float32, device=device)  # the walk's centre lives here
         self._mirror = HostMirror(self._scale)
+        device_grid(self.mults, device)  # made now: its copy to the device would wait for it
         self.learn.metrics.append(WalkLrMetric(self._epoch_median_lr, 'walk_lr'))
 
     def before_train(self):
-        if self._walking and self.train_iter == 0: self._rows, self._log, self._n_logged = [], None, 0
+        if self._walking and self.train_iter == 0: self._rows, self._host_info, self._log, self._n_logged = [], [], None, 0
 
     def before_batch(self):
         self._restore_lrs()
@@ -170,20 +174,23 @@ class WalkCallback(Callback):
         self.opt.set_hyper('lr', [lr * host for lr in self._base_lrs])
         self._steps += 1
         if (self._steps - 1) % self.every or not walking: return  # a plain step at that lr
-        step, after_walk = optimizer_steps(self.opt)
+        step, after_walk, uncount = optimizer_steps(self.opt)
         state = getattr(self.opt, 'opt', self.opt).state  # per-parameter state of fastai's, Lookahead's inner or torch's optimizer
-        scale = self._centre / host  # the step is taken at `host`: the candidates are tried around the centre itself
-        try: walk = self._walk(params, step, scale, state)
+        # the step is taken at `host`; the candidates are tried around the centre itself (off a GPU the two are equal)
+        scale = self._centre / host if self._centre.is_cuda else None
+        self._reserve_row()  # what can fail for want of memory happens before the walk
+        try:
+            walk = self._walk(params, step, scale, state)
+            after_walk()
+            self._record(walk)
+            self._pending.append((walk.finite, self._flag_mirror(walk.finite), walk.take_back_counters, uncount))
+            won = torch.take(device_grid(self.mults, self._centre.device), walk.winner)
+            target = recentre(self._centre, won, self.mults[1], (self.min_scale, self.max_scale))
+            self._centre = torch.where(walk.finite, self._centre ** self.smooth * target ** (1 - self.smooth), self._centre)
+            self._mirror.push(self._centre)
         except BaseException:
-            self._restore_lrs()  # the weights are back where they were; so are the learning rates
+            self._restore_lrs()  # a failed walk put the weights back where they were; so are the learning rates
             raise
-        after_walk()
-        self._record(walk)
-        self._pending.append((walk.finite, self._flag_mirror(walk.finite), walk.take_back_counters))
-        won = torch.take(device_grid(self.mults, self._centre.device), walk.winner)
-        target = recentre(self._centre, won, self.mults[1], (self.min_scale, self.max_scale))
-        self._centre = torch.where(walk.finite, self._centre ** self.smooth * target ** (1 - self.smooth), self._centre)
-        self._mirror.push(self._centre)
         raise CancelStepException()
 
     def after_epoch(self):
@@ -202,7 +209,7 @@ class WalkCallback(Callback):
         self._restore_lrs()
         self._drop_column()
         if self._training_fit:
-            self._rows = self._read_rows()  # the device log comes back to the host, once
+            self._read_rows()  # the rest of the device log comes back to the host
             self._log = None
             self._show_walked_lrs()
             self._keep_in_optimizer(SCALE_HYPER, self.scale)
@@ -212,22 +219,28 @@ class WalkCallback(Callback):
             self._centre = None
         self._walking = self._training_fit = False
 
-    def _can_time_vmap(self, device) -> bool:
-        "Whether 'auto' should time vmap against the loop: on a GPU, single process, no SyncBatchNorm"
+    def _choose_anew_for(self, device, n_trainable:int):
+        "'auto' chooses again when the device or the trainable parameters change (`freeze`/`unfreeze`, `to`)"
+        if (device, n_trainable) == self._timed_for: return
+        self._path, self._timings, self._peaks, self._timed_for = None, {p: [] for p in TRIALS}, {}, (device, n_trainable)
         dist = torch.distributed
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         sync_bn = any(isinstance(m, torch.nn.SyncBatchNorm) for m in self.model.modules())
-        return device.type in self.timed_devices and not distributed and not sync_bn
+        if device.type not in self.timed_devices or distributed or sync_bn: self._path = 'loop'  # nothing to time
 
     def _walk(self, params, step, scale, state) -> Walk:
         "One walk on the path `trials` names; under 'auto', the first walks time each path (after a warm-up walk)"
         path = self.trial_path or ('loop' if len(self._timings['loop']) <= self.timed_walks else 'vmap')
         timing, device = self.trial_path is None, params[0].device
+        if timing and not self._timings[path] and device.type == 'cuda': torch.cuda.reset_peak_memory_stats(device)
         if timing: start = self._clock(device)
+        failure = None
         try: walk = walk_to_best(params, self._trial_loss, step, self.mults, self.model, state, path, scale)
         except Exception as e:
             if not (timing and path == 'vmap'): raise
-            warnings.warn(f"WalkCallback(trials='auto'): vmap cannot run this model ({e!r}); using trials='loop'")
+            failure = repr(e)  # retried below, outside this block, so the failed attempt's tensors are freed
+        if failure is not None:
+            warnings.warn(f"WalkCallback(trials='auto'): vmap cannot run this model ({failure}); using trials='loop'")
             self._path = 'loop'
             return walk_to_best(params, self._trial_loss, step, self.mults, self.model, state, 'loop', scale)
         if timing:
@@ -252,10 +265,11 @@ class WalkCallback(Callback):
     def _take_back_undone(self, wait:bool=False):
         "Take undone steps out of the optimizer's host-side counters (step counts), in order, as their flags arrive"
         while self._pending:
-            finite, mirror, take_back = self._pending[0]
+            finite, mirror, *take_backs = self._pending[0]
             arrived = finite.item() if wait else mirror.value
             if arrived != arrived: return  # not yet: try again next step
-            if not arrived: take_back()
+            if not arrived:
+                for take_back in take_backs: take_back()
             self._pending.popleft()
 
     def _restore_lrs(self):
@@ -313,27 +327,30 @@ class WalkCallback(Callback):
             pred = (forward or self.model)(*xb)
             return self.loss_func(to_float(pred) if self._autocast['enabled'] else pred, *yb)
 
+    def _reserve_row(self):
+        "Room in the device log for one more walk (grown by doubling: no read, few allocations)"
+        if self._log is not None and self._n_logged < len(self._log): return
+        grown = torch.empty(max(64, 2 * self._n_logged), 3 + len(self.mults), device=self._centre.device)
+        if self._log is not None: grown[:self._n_logged] = self._log
+        self._log = grown
+
     def _record(self, walk:Walk):
         "Log the walk on the device (centre, winner, finite, losses), and on the host what the host knows"
-        row = torch.cat([self._centre[None], walk.winner.float()[None], walk.finite.float()[None], walk.losses.float()])
-        if self._log is None or self._n_logged == len(self._log):  # grow by doubling: no read, few allocations
-            grown = torch.empty(max(64, 2 * self._n_logged), len(row), device=row.device)
-            if self._log is not None: grown[:self._n_logged] = self._log
-            self._log = grown
-        self._log[self._n_logged] = row
+        self._log[self._n_logged] = torch.cat([self._centre[None], walk.winner.float()[None], walk.finite.float()[None],
+                                               walk.losses.float()])
         self._n_logged += 1
-        self._rows.append((self.train_iter, self.epoch, self._base_lrs[-1]))
+        self._host_info.append((self.train_iter, self.epoch, self._base_lrs[-1]))
 
     def _read_rows(self) -> list[dict]:
-        "The walk's rows as dicts: the device log read in one transfer (the rows of a finished fit are kept on the host)"
-        if self._log is None: return self._rows
-        rows = []
-        for (it, epoch, base_lr), (centre, winner, finite, *losses) in zip(self._rows, self._log[:self._n_logged].tolist()):
-            lrs, winner = [base_lr * centre * m for m in self.mults], int(winner)
-            if not finite: losses = [float('nan')] * len(losses)
-            rows.append(dict(iter=it, epoch=epoch, lr=lrs[winner], loss=losses[winner], base_loss=losses[0], lrs=lrs,
-                             losses=losses, scale=centre, skipped=not finite))
-        return rows
+        "The walk's rows as dicts; the rows not read yet come from the device log in one transfer"
+        if self._log is not None and len(self._rows) < self._n_logged:
+            new = self._log[len(self._rows):self._n_logged].tolist()
+            for (it, epoch, base_lr), (centre, winner, finite, *losses) in zip(self._host_info[len(self._rows):], new):
+                lrs, winner = [base_lr * centre * m for m in self.mults], int(winner)
+                if not finite: losses = [float('nan')] * len(losses)
+                self._rows.append(dict(iter=it, epoch=epoch, lr=lrs[winner], loss=losses[winner], base_loss=losses[0],
+                                       lrs=lrs, losses=losses, scale=centre, skipped=not finite))
+        return self._rows
 
     def _show_walked_lrs(self):
         "`Recorder` and `ParamScheduler` logged the lr each walk stepped from: show them the walked one (`plot_sched`)"
@@ -354,7 +371,7 @@ def fit_walk(self:Learner, n_epoch:int, lr=None, pct_walk:float=0.3, div_final:f
              reset_opt:bool=False, start_epoch:int=0, **walk_kwargs):
     "Walk for the first `pct_walk` of training to find the lr, settle, then anneal it with a cosine to 1/`div_final`"
     pct_walk = check_float('pct_walk', pct_walk, above=0)
-    walk = next((cb for cb in self.cbs if isinstance(cb, WalkCallback)), None)  # a subclass under another name too
+    walk = next((cb for cb in [*self.cbs, *L(cbs)] if isinstance(cb, WalkCallback)), None)  # a subclass's name too
     if walk is None: self.add_cb(walk := WalkCallback(**walk_kwargs))  # stays, like any added callback
     elif walk_kwargs: raise ValueError(f"the learner already has a WalkCallback: set {', '.join(walk_kwargs)} on `learn.{walk.name}`")
     if self.opt is None: self.create_opt()

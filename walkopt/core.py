@@ -89,12 +89,11 @@ def current_autocast(module:nn.Module) -> dict:
                 enabled=torch.is_autocast_enabled(device_type))
 
 # %% ../nbs/00_core.ipynb #772a9a03
-def move_to(params:Sequence[Tensor], origin:Sequence[Tensor], delta:Sequence[Tensor], mult:float|Tensor):
-    "Set `params` in place to `origin + mult*delta`; `mult` may be a tensor on the device (no host read)"
+def move_to(params:Sequence[Tensor], origin:Sequence[Tensor], delta:Sequence[Tensor], mult:float):
+    "Set `params` in place to `origin + mult*delta`"
     with torch.no_grad():
         torch._foreach_copy_(list(params), list(origin))
-        if isinstance(mult, Tensor): torch._foreach_add_(list(params), torch._foreach_mul(list(delta), mult))
-        elif mult: torch._foreach_add_(list(params), list(delta), alpha=mult)
+        if mult: torch._foreach_add_(list(params), list(delta), alpha=mult)
 
 # %% ../nbs/00_core.ipynb #3ae9bfb6
 def scalar_loss(loss) -> Tensor:
@@ -160,21 +159,24 @@ def snapshot_state(state:dict, params:Sequence[Tensor]) -> Callable[..., Callabl
              for p in params}
     def restore(keep:Tensor=None) -> Callable[[], None]:
         "Put the copy back; with `keep` (a boolean tensor), only where `keep` is false, on the device, without reading it"
-        counters = []  # (state of p, key, change the step made): numbers on the host or on another device
+        counters = []  # (state of p, key, value after the step, value before): numbers on the host or another device
         for p, s in saved.items():
             if keep is None:
                 if s is None: state.pop(p, None)
                 else: state[p] = s
                 continue
-            for k, v in state.get(p, {}).items():  # an entry the step created was zero before it, as optimizers start it
-                old = s.get(k) if s is not None else None
-                if isinstance(v, Tensor) and v.device == keep.device:
-                    torch.where(keep, v, old if old is not None else torch.zeros_like(v), out=v)
-                elif isinstance(v, (numbers.Number, Tensor)) and not isinstance(v, bool):
-                    counters.append((state[p], k, v - (old if old is not None else 0)))
+            for k, v in state.get(p, {}).items() if s is not None else ():
+                old = s.get(k)
+                if isinstance(v, Tensor) and v.device == keep.device and old is not None:
+                    torch.where(keep, v, old, out=v)
+                elif old is not None and isinstance(v, (numbers.Number, Tensor)) and not isinstance(v, bool):
+                    counters.append((state[p], k, v.clone() if isinstance(v, Tensor) else v, old))
         def take_back_counters():
-            "Once `keep` is known to be false: take the step back out of those counters (step counts)"
-            for s, k, change in counters: s[k] = s[k] - change
+            "Once `keep` is known to be false: the values the step left on the host go back (step counts: the step's increment)"
+            for s, k, after, old in counters:
+                unchanged = torch.equal(s[k], after) if isinstance(after, Tensor) else s[k] == after
+                if unchanged: s[k] = old
+                elif k == 'step': s[k] = s[k] - (after - old)  # later steps counted on: take out this one
         return take_back_counters
     return restore
 
@@ -197,6 +199,7 @@ def walk_to_best(params:Sequence[Tensor], loss_fn:Callable[..., Tensor], step:Ca
     "Step once, try `origin + m*(stepped - origin)` for each `m` in `mults`, settle at the best; undo a non-finite step"
     check_choice('trials', trials, TRIALS)
     params = list(params)
+    fresh = state is not None and any(not state.get(p) for p in params)  # a run's first step creates the state
     origin = [p.detach().clone() for p in params]
     restore_state = snapshot_state(state, params) if state is not None else (lambda keep=None: lambda: None)
     try:
@@ -207,10 +210,15 @@ def walk_to_best(params:Sequence[Tensor], loss_fn:Callable[..., Tensor], step:Ca
             if step_scale is not None: torch._foreach_mul_(delta, step_scale)
         losses = losses_along(params, origin, delta, mults, loss_fn, module, trials)
         finite = grads_finite & all_finite(delta)
+        if fresh and not finite:  # one host read, at a run's first step only: undoing it removes the state it created
+            move_to(params, origin, origin, 0.)
+            restore_state()
+            return Walk(torch.zeros((), dtype=torch.long, device=finite.device), losses, finite, lambda: None)
         winner = torch.where(finite, pick_winner(losses), 0)
-        move_to(params, origin, delta, torch.take(device_grid(mults, params[0].device), winner))
-        with torch.no_grad():  # not finite: back to origin (`0*nan` is `nan`, so the move alone cannot do it)
-            for p, o in zip(params, origin): torch.where(finite, p, o, out=p.data)
+        with torch.no_grad():
+            torch._foreach_mul_(delta, torch.take(device_grid(mults, params[0].device), winner))  # in place: no copy
+            move_to(params, origin, delta, 1.)
+            for p, o in zip(params, origin): torch.where(finite, p, o, out=p.data)  # `0*nan` is `nan`: back to origin
         return Walk(winner, losses, finite, restore_state(keep=finite))
     except BaseException:
         move_to(params, origin, origin, 0.)
