@@ -21,13 +21,18 @@ __all__ = ['HISTORY_COLUMNS', 'SCALE_HYPER', 'SETTLED_HYPER', 'optimizer_steps',
 
 # %% ../nbs/01_callback.ipynb #5ffc6ec0
 def optimizer_steps(opt) -> tuple:
-    "The step the walk follows; what runs after the walk (Lookahead's count and slow-weight sync, on the walked weights); how to take an undone step out of that count"
-    if not isinstance(opt, Lookahead): return opt.step, noop, noop
+    "The step the walk follows; what runs after it, told whether the step was kept (Lookahead's count and slow-weight sync, on the walked weights); how to take an undone step out of that count"
+    if not isinstance(opt, Lookahead): return opt.step, lambda kept: None, noop
     if opt.slow_weights is None: opt._copy_weights()
-    def sync():
+    def sync(kept:Tensor):
+        syncs = (opt.count + 1) % opt.k == 0
+        weights = [p for pgs in (opt.slow_weights, opt.param_lists) for pg in pgs for p in pg] if syncs else []
+        before = [w.detach().clone() for w in weights]
         opt.opt.step = noop  # run Lookahead's own step, minus the inner step the walk already took
         try: opt.step()
         finally: del opt.opt.step
+        with torch.no_grad():
+            for w, b in zip(weights, before): torch.where(kept, w, b, out=w)  # an undone step moves no weights
     def uncount(): opt.count -= 1
     return opt.opt.step, sync, uncount
 
@@ -181,9 +186,9 @@ class WalkCallback(Callback):
         self._reserve_row()  # what can fail for want of memory happens before the walk
         try:
             walk = self._walk(params, step, scale, state)
-            after_walk()
-            self._record(walk)
             self._pending.append((walk.finite, self._flag_mirror(walk.finite), walk.take_back_counters, uncount))
+            after_walk(walk.finite)
+            self._record(walk)
             won = torch.take(device_grid(self.mults, self._centre.device), walk.winner)
             target = recentre(self._centre, won, self.mults[1], (self.min_scale, self.max_scale))
             self._centre = torch.where(walk.finite, self._centre ** self.smooth * target ** (1 - self.smooth), self._centre)
@@ -338,8 +343,8 @@ class WalkCallback(Callback):
         "Log the walk on the device (centre, winner, finite, losses), and on the host what the host knows"
         self._log[self._n_logged] = torch.cat([self._centre[None], walk.winner.float()[None], walk.finite.float()[None],
                                                walk.losses.float()])
-        self._n_logged += 1
         self._host_info.append((self.train_iter, self.epoch, self._base_lrs[-1]))
+        self._n_logged += 1
 
     def _read_rows(self) -> list[dict]:
         "The walk's rows as dicts; the rows not read yet come from the device log in one transfer"
@@ -373,7 +378,7 @@ def fit_walk(self:Learner, n_epoch:int, lr=None, pct_walk:float=0.3, div_final:f
     pct_walk = check_float('pct_walk', pct_walk, above=0)
     walk = next((cb for cb in [*self.cbs, *L(cbs)] if isinstance(cb, WalkCallback)), None)  # a subclass's name too
     if walk is None: self.add_cb(walk := WalkCallback(**walk_kwargs))  # stays, like any added callback
-    elif walk_kwargs: raise ValueError(f"the learner already has a WalkCallback: set {', '.join(walk_kwargs)} on `learn.{walk.name}`")
+    elif walk_kwargs: raise ValueError(f"there is a WalkCallback already: set {', '.join(walk_kwargs)} on it (`learn.{walk.name}`)")
     if self.opt is None: self.create_opt()
     self.opt.set_hyper('lr', self.lr if lr is None else lr)
     lr = np.array([h['lr'] for h in self.opt.hypers])

@@ -159,7 +159,7 @@ def snapshot_state(state:dict, params:Sequence[Tensor]) -> Callable[..., Callabl
              for p in params}
     def restore(keep:Tensor=None) -> Callable[[], None]:
         "Put the copy back; with `keep` (a boolean tensor), only where `keep` is false, on the device, without reading it"
-        counters = []  # (state of p, key, value after the step, value before): numbers on the host or another device
+        counters = []  # (p, key, value after the step, value before): numbers on the host or on another device
         for p, s in saved.items():
             if keep is None:
                 if s is None: state.pop(p, None)
@@ -170,10 +170,12 @@ def snapshot_state(state:dict, params:Sequence[Tensor]) -> Callable[..., Callabl
                 if isinstance(v, Tensor) and v.device == keep.device and old is not None:
                     torch.where(keep, v, old, out=v)
                 elif old is not None and isinstance(v, (numbers.Number, Tensor)) and not isinstance(v, bool):
-                    counters.append((state[p], k, v.clone() if isinstance(v, Tensor) else v, old))
+                    counters.append((p, k, v.clone() if isinstance(v, Tensor) else v, old))
         def take_back_counters():
             "Once `keep` is known to be false: the values the step left on the host go back (step counts: the step's increment)"
-            for s, k, after, old in counters:
+            for p, k, after, old in counters:
+                s = state.get(p, {})  # looked up now: a full restore since may have put another dict there
+                if k not in s: continue
                 unchanged = torch.equal(s[k], after) if isinstance(after, Tensor) else s[k] == after
                 if unchanged: s[k] = old
                 elif k == 'step': s[k] = s[k] - (after - old)  # later steps counted on: take out this one
@@ -199,18 +201,19 @@ def walk_to_best(params:Sequence[Tensor], loss_fn:Callable[..., Tensor], step:Ca
     "Step once, try `origin + m*(stepped - origin)` for each `m` in `mults`, settle at the best; undo a non-finite step"
     check_choice('trials', trials, TRIALS)
     params = list(params)
-    fresh = state is not None and any(not state.get(p) for p in params)  # a run's first step creates the state
+    keys_before = {p: set(state.get(p, ())) for p in params} if state is not None else {}
     origin = [p.detach().clone() for p in params]
     restore_state = snapshot_state(state, params) if state is not None else (lambda keep=None: lambda: None)
     try:
         grads_finite = all_finite(p.grad for p in params if p.grad is not None)  # a sign-based step can hide an inf
         step()
+        fresh = any(set(state.get(p, ())) - keys for p, keys in keys_before.items())  # the step created state entries
         with torch.no_grad():
             delta = torch._foreach_sub([p.detach() for p in params], origin)
             if step_scale is not None: torch._foreach_mul_(delta, step_scale)
         losses = losses_along(params, origin, delta, mults, loss_fn, module, trials)
         finite = grads_finite & all_finite(delta)
-        if fresh and not finite:  # one host read, at a run's first step only: undoing it removes the state it created
+        if fresh and not finite:  # one host read, when the step created state (a run's first): undoing it removes it
             move_to(params, origin, origin, 0.)
             restore_state()
             return Walk(torch.zeros((), dtype=torch.long, device=finite.device), losses, finite, lambda: None)
