@@ -241,7 +241,7 @@ class HostMirror:
         self._buffer.copy_(t.detach(), non_blocking=t.is_cuda)
         if t.is_cuda:
             self._done = torch.cuda.Event()
-            self._done.record()
+            self._done.record(torch.cuda.current_stream(t.device))  # where the copy was queued
         else: self._done = None
     def _take(self):
         if self._buffer is not None and (self._done is None or self._done.query()):
