@@ -96,8 +96,7 @@ class WalkCallback(Callback):
         self._log, self._centre, self._mirror, self._warned = None, None, None, False
         self._pending = deque()  # walks whose finiteness the host has not seen yet
         self._path, self._timings, self._peaks, self._timed_for = None, {p: [] for p in TRIALS}, {}, None  # 'auto''s
-        self._host_info = []  # (iteration, epoch, base lr) of each logged walk
-        self._n_logged = 0
+        self._host_info = []  # (iteration, epoch, base lr) of each walk in the device log
 
     @property
     def scale(self) -> float:
@@ -147,7 +146,7 @@ class WalkCallback(Callback):
         self.learn.metrics.append(WalkLrMetric(self._epoch_median_lr, 'walk_lr'))
 
     def before_train(self):
-        if self._walking and self.train_iter == 0: self._rows, self._host_info, self._log, self._n_logged = [], [], None, 0
+        if self._walking and self.train_iter == 0: self._rows, self._host_info, self._log = [], [], None
 
     def before_batch(self):
         self._restore_lrs()
@@ -334,22 +333,22 @@ class WalkCallback(Callback):
 
     def _reserve_row(self):
         "Room in the device log for one more walk (grown by doubling: no read, few allocations)"
-        if self._log is not None and self._n_logged < len(self._log): return
-        grown = torch.empty(max(64, 2 * self._n_logged), 3 + len(self.mults), device=self._centre.device)
-        if self._log is not None: grown[:self._n_logged] = self._log
+        n = len(self._host_info)
+        if self._log is not None and n < len(self._log): return
+        grown = torch.empty(max(64, 2 * n), 3 + len(self.mults), device=self._centre.device)
+        if self._log is not None: grown[:n] = self._log
         self._log = grown
 
     def _record(self, walk:Walk):
         "Log the walk on the device (centre, winner, finite, losses), and on the host what the host knows"
-        self._log[self._n_logged] = torch.cat([self._centre[None], walk.winner.float()[None], walk.finite.float()[None],
-                                               walk.losses.float()])
+        row = torch.cat([self._centre[None], walk.winner.float()[None], walk.finite.float()[None], walk.losses.float()])
+        self._log[len(self._host_info)] = row
         self._host_info.append((self.train_iter, self.epoch, self._base_lrs[-1]))
-        self._n_logged += 1
 
     def _read_rows(self) -> list[dict]:
         "The walk's rows as dicts; the rows not read yet come from the device log in one transfer"
-        if self._log is not None and len(self._rows) < self._n_logged:
-            new = self._log[len(self._rows):self._n_logged].tolist()
+        if self._log is not None and len(self._rows) < len(self._host_info):
+            new = self._log[len(self._rows):len(self._host_info)].tolist()
             for (it, epoch, base_lr), (centre, winner, finite, *losses) in zip(self._host_info[len(self._rows):], new):
                 lrs, winner = [base_lr * centre * m for m in self.mults], int(winner)
                 if not finite: losses = [float('nan')] * len(losses)
