@@ -16,12 +16,16 @@ class NanLossAt:
         grad_on = torch.is_grad_enabled() and self.learn.training
         return loss * float('nan') if grad_on and self.learn.train_iter in self.iters else loss
 
+def nan_loss_at(learn, iters):
+    "`learn`, its loss now nan on the training forwards of `iters`"
+    learn.loss_func = NanLossAt(iters)
+    learn.loss_func.learn = learn
+    return learn
+
 def same_state(a, b): return all(a_.keys() == b_.keys() and all(torch.equal(a_[k], b_[k]) for k in a_) for a_, b_ in zip(a, b))
 
 def test_nonfinite_gradient_stays_put_without_stepping_and_warns_once():
-    learn = tiny_learner(cbs=[WalkCallback(), probe := SnapshotBeforeStep()])
-    learn.loss_func = nan_loss = NanLossAt({2, 5})
-    nan_loss.learn = learn
+    learn = nan_loss_at(tiny_learner(cbs=[WalkCallback(), probe := SnapshotBeforeStep()]), {2, 5})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         fit_quietly(learn)
@@ -88,9 +92,7 @@ def test_refuses_a_loss_that_is_not_a_scalar():
 
 def test_an_undone_first_step_leaves_no_optimizer_state_behind():
     "Undoing a run's first step must remove the state it created: Rprop's step sizes would otherwise be stuck at 0"
-    learn = tiny_learner(opt_func=partial(OptimWrapper, opt=torch.optim.Rprop), cbs=WalkCallback())
-    learn.loss_func = nan_loss = NanLossAt({0})
-    nan_loss.learn = learn
+    learn = nan_loss_at(tiny_learner(opt_func=partial(OptimWrapper, opt=torch.optim.Rprop), cbs=WalkCallback()), {0})
     with warnings.catch_warnings(): warnings.simplefilter('ignore'); fit_quietly(learn)
     assert learn.walk.history['skipped'].tolist() == [True] + [False] * 7
     for s in optimizer_state(learn):
@@ -98,9 +100,8 @@ def test_an_undone_first_step_leaves_no_optimizer_state_behind():
 
 @pytest.mark.parametrize('nan_at', [{2, 5}, {1}])  # with k=2, the undone step at iteration 1 lands on a sync
 def test_an_undone_step_neither_counts_nor_syncs_in_lookahead(nan_at):
-    learn = tiny_learner(opt_func=lambda ps, lr: Lookahead(SGD(ps, lr, mom=0.9), k=2), cbs=[WalkCallback(), probe := SnapshotBeforeStep()])
-    learn.loss_func = nan_loss = NanLossAt(nan_at)
-    nan_loss.learn = learn
+    lookahead = lambda ps, lr: Lookahead(SGD(ps, lr, mom=0.9), k=2)
+    learn = nan_loss_at(tiny_learner(opt_func=lookahead, cbs=[WalkCallback(), probe := SnapshotBeforeStep()]), nan_at)
     with warnings.catch_warnings(): warnings.simplefilter('ignore'); fit_quietly(learn)
     assert learn.opt.count == 8 - len(nan_at)
     n = len(list(learn.model.parameters()))  # (BatchNorm's statistics did see the real forward)
