@@ -4,16 +4,14 @@ import numpy as np, pytest, torch
 from torch import nn
 from fastcore.test import test_close as close
 from fastai.callback.core import Callback
-from fastai.callback.fp16 import MixedPrecision
+from fastai.callback.fp16 import MixedPrecision, NonNativeMixedPrecision, ModelToHalf, get_master, _copy_state
 from fastai.callback.schedule import fit_one_cycle, fit_flat_cos  # patches Learner
 from fastai.callback.tracker import SaveModelCallback
 from fastai.callback.training import GradientAccumulation, GradientClip
 from fastai.learner import load_learner
 from fastai.optimizer import SGD, Adam, RAdam, Lookahead, OptimWrapper, ranger
 from walkopt.callback import WalkCallback
-from walkopt.test_utils import tiny_learner, ReplayLrs, fit_quietly, optimizer_state
-
-gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+from walkopt.test_utils import tiny_learner, ReplayLrs, fit_quietly, optimizer_state, LateHostCopy
 
 def max_gap(a, b):
     "Largest difference between two sequences of tensors"
@@ -177,24 +175,7 @@ def test_export_and_load_learner(tmp_path):
     learn.model.eval(); loaded.model.eval()  # load_learner puts the model on the CPU
     close(loaded.model(x), learn.model(x.to(learn.dls.device)).cpu())
 
-class StepsReached(Callback):
-    "Counts iterations whose step survived MixedPrecision's overflow check"
-    order = MixedPrecision.order + 5
-    def before_fit(self): self.n = 0
-    def before_step(self): self.n += 1
-
-@gpu
-@pytest.mark.parametrize('amp', ['fp16', 'bf16'])
-def test_mixed_precision_on_gpu(amp):
-    learn = tiny_learner(cbs=[WalkCallback(), StepsReached()])
-    learn.to_fp16() if amp == 'fp16' else learn.to_bf16()
-    fit_quietly(learn, 2)
-    h = learn.walk.history
-    assert len(h) == learn.steps_reached.n > 0  # an overflowed fp16 iteration is skipped, not walked
-    assert np.isfinite(h['loss']).all() and (h['loss'] <= h['base_loss']).all()
-    assert learn.model[1].num_batches_tracked.item() == 16
-
-@pytest.mark.parametrize('kw', [dict(judge_lag=-1), dict(judge_lag=1.5), dict(trials='graph'), dict(trial_size=0), dict(trial_size=2.5), dict(smooth=1.), dict(smooth=-0.1), dict(every=0), dict(every=1.5),
+@pytest.mark.parametrize('kw', [dict(judge_lag=-1), dict(judge_lag=1.5), dict(trials='graph'), dict(trials=None), dict(trial_size=0), dict(trial_size=2.5), dict(smooth=1.), dict(smooth=-0.1), dict(every=0), dict(every=1.5),
                                 dict(walk_until=0.), dict(walk_until=1.5),
                                 dict(settle_factor=0.), dict(settle_factor=float('inf'))])
 def test_option_errors_name_the_option(kw):
@@ -257,17 +238,6 @@ class ShapeProbe(nn.Module):
     def __init__(self): super().__init__(); self.sizes = []
     def forward(self, x): self.sizes.append(len(x)); return x
 
-def test_trial_size_cuts_tensors_in_any_batch_structure():
-    cb = WalkCallback(trial_size=2)
-    x, y = torch.arange(10.).reshape(5, 2), torch.tensor(3.)
-    xb, yb = cb._trial_batch(({'ids': x, 'n': 7}, [x]), (y,))
-    assert xb[0]['ids'].shape == (2, 2) and xb[0]['n'] == 7 and xb[1][0].shape == (2, 2) and yb[0] is y
-
-def test_vmap_refuses_syncbatchnorm_by_name():
-    learn = tiny_learner(cbs=WalkCallback(trials='vmap'))
-    learn.model[1] = nn.SyncBatchNorm(16)
-    with pytest.raises(ValueError, match='SyncBatchNorm'): fit_quietly(learn)
-
 @pytest.mark.parametrize('lag, judged_on', [(0, range(8)), (1, [0, 0, 1, 2, 3, 4, 5, 6]), (3, [0, 0, 0, 0, 1, 2, 3, 4])])
 def test_judge_lag_judges_on_the_batch_that_far_back(lag, judged_on):
     learn = tiny_learner(cbs=WalkCallback(judge_lag=lag))
@@ -275,15 +245,6 @@ def test_judge_lag_judges_on_the_batch_that_far_back(lag, judged_on):
     fit_quietly(learn)
     seen = np.array(probe.seen[:88]).reshape(8, 11)  # per iteration: the training forward, then 10 trials
     assert (seen[:, 1:] == seen[list(judged_on), :1]).all()  # before `lag` batches exist: the oldest there is
-
-@pytest.mark.parametrize('lag', [0, 8])
-def test_vmap_trials_take_the_same_walk_as_the_loop(lag):
-    "BatchNorm and dropout included: same winners, same losses, same weights, running statistics untouched"
-    loop, vmap = (fit_quietly(tiny_learner(cbs=WalkCallback(judge_lag=lag, trials=t)), 2) for t in ('loop', 'vmap'))
-    assert vmap.walk.history['lr'].tolist() == loop.walk.history['lr'].tolist()
-    np.testing.assert_allclose(np.stack(vmap.walk.history['losses']), np.stack(loop.walk.history['losses']), rtol=1e-5)
-    assert max_gap([*vmap.model.parameters(), *vmap.model.buffers()], [*loop.model.parameters(), *loop.model.buffers()]) < 1e-5
-    assert vmap.model[1].num_batches_tracked.item() == 16
 
 def test_trial_size_judges_on_the_first_samples_only():
     learn = tiny_learner(cbs=WalkCallback(trial_size=5))
@@ -309,60 +270,6 @@ def test_fit_walk_walks_then_anneals():
     close(lrs[0] / (1e-4 * learn.walk.scale * 4), 1., eps=0.05)  # settled at 4x the walked centre
     assert learn.walk.walk_until == 1.  # the walk is left as it was, for later fits
 
-@gpu
-@pytest.mark.parametrize('trials', ['loop', 'vmap'])
-def test_walk_iterations_do_not_synchronise_on_gpu(trials):
-    "After a run's first step (which reads once: see `walk_to_best`), nothing in the walk's `before_step` waits for the GPU"
-    walk = WalkCallback(trials=trials)
-    original, calls = walk.before_step, []
-    def before_step():
-        calls.append(1)
-        if len(calls) > 1: torch.cuda.set_sync_debug_mode('error')
-        try: return original()
-        finally: torch.cuda.set_sync_debug_mode('default')
-    walk.before_step = before_step
-    learn = fit_quietly(tiny_learner(cbs=walk), 2)
-    assert next(learn.model.parameters()).is_cuda and len(learn.walk.history) == 16
-
-class Branchy(nn.Module):
-    "Identity with data-dependent control flow, which `torch.func.vmap` refuses"
-    def forward(self, x): return x if x.sum() > -1e30 else -x
-
-def test_auto_trials_use_the_loop_on_a_cpu_without_timing():
-    learn = fit_quietly(tiny_learner(cbs=WalkCallback()))
-    assert learn.walk.trials == 'auto' and learn.walk.trial_path == 'loop'
-    assert learn.walk._timings == {'loop': [], 'vmap': []}
-
-def timed_walk(vmap_seconds:float) -> WalkCallback:
-    "A walk whose 'auto' times its paths on a CPU too, with a clock on which a vmap walk takes `vmap_seconds` (a loop walk 1)"
-    walk, now = WalkCallback(), [0.]
-    walk.timed_devices = ('cpu',)
-    def clock(device):
-        now[0] += 0.5 * (vmap_seconds if walk._timings['loop'] and len(walk._timings['loop']) > walk.timed_walks else 1.)
-        return now[0]
-    walk._clock = clock
-    return walk
-
-@pytest.mark.parametrize('vmap_seconds,chosen', [(0.5, 'vmap'), (0.95, 'loop')])
-def test_auto_trials_time_both_paths_then_keep_the_clearly_faster(vmap_seconds, chosen):
-    walk = timed_walk(vmap_seconds)
-    learn = fit_quietly(tiny_learner(cbs=walk), 2)
-    assert [len(t) for t in walk._timings.values()] == [4, 4] and walk.trial_path == chosen
-    assert len(learn.walk.history) == 16  # every iteration walked, timed or not
-    first = walk._timings
-    learn.freeze()  # other trainable parameters: 'auto' times again
-    fit_quietly(learn, 2)
-    assert walk._timings is not first and [len(t) for t in walk._timings.values()] == [4, 4]
-    assert walk._timed_for[1] < sum(p.numel() for p in learn.model.parameters())
-
-def test_auto_trials_fall_back_to_the_loop_when_vmap_cannot_run_the_model():
-    walk = WalkCallback()
-    walk.timed_devices = ('cpu',)
-    learn = tiny_learner(cbs=walk)
-    learn.model.append(Branchy())
-    with pytest.warns(UserWarning, match='vmap cannot run this model'): fit_quietly(learn, 2)
-    assert walk.trial_path == 'loop' and len(learn.walk.history) == 16 and len(walk._timings['vmap']) == 0
-
 def test_fit_walk_uses_a_walk_subclass_already_there():
     class MyWalk(WalkCallback): pass
     learn = fit_quietly(tiny_learner(cbs=MyWalk()), 2, 'fit_walk')
@@ -373,3 +280,62 @@ def test_fit_walk_uses_a_walk_passed_in_cbs():
     learn = tiny_learner()
     learn.fit_walk(2, cbs=[walk := WalkCallback()])
     assert len(walk.history) == 5 and not any(isinstance(cb, WalkCallback) for cb in learn.cbs)
+
+class StepRecorder:
+    "Wraps `learn.opt.step`: the weights before and after each optimizer step, and the lr it stepped at"
+    def __init__(self, learn):
+        learn.create_opt()
+        step, self.params, self.steps = learn.opt.step, [p for pg in learn.opt.param_lists for p in pg], []
+        def recorded():
+            before = [p.detach().clone() for p in self.params]
+            step()
+            self.steps.append((before, [p.detach().clone() for p in self.params], learn.opt.hypers[-1]['lr']))
+        learn.opt.step = recorded
+
+@pytest.mark.parametrize('opt_func', [Adam, partial(OptimWrapper, opt=torch.optim.Rprop)], ids=['adam', 'rprop'])
+def test_the_move_is_the_reported_lr_times_the_optimizers_step(opt_func):
+    "The optimizer steps at the centre the last walk chose, however late its result reaches the host; the walk moves `lr/stepped lr` times that step"
+    walk = WalkCallback()
+    walk.host_copy = partial(LateHostCopy, lag=2)  # each walk's result lands after the next step is due: it is waited for
+    learn = tiny_learner(opt_func=opt_func, cbs=walk)
+    recorder = StepRecorder(learn)
+    fit_quietly(learn, 2)
+    h, unit = learn.walk.history, walk.mults.index(1.)
+    assert len(h) == len(recorder.steps) == 16 and walk.result_copy.blocked > 0
+    finals = [s[0] for s in recorder.steps[1:]] + [[p.detach() for p in recorder.params]]
+    for (before, stepped, stepped_lr), final, (_, r) in zip(recorder.steps, finals, h.iterrows()):
+        close(stepped_lr, r['lrs'][unit], eps=1e-12)  # the step was taken at the centre the history reports
+        for b, s, f in zip(before, stepped, final): close(f - b, (r['lr'] / stepped_lr) * (s - b), eps=1e-6)
+    assert len(set(h['lr'])) > 3
+
+class NonNativeOnCPU(NonNativeMixedPrecision):
+    "fastai's `to_non_native_fp16` callback minus its GPU check: fp32 master weights stepped for an fp16 model, on a CPU"
+    def before_fit(self):
+        if self.learn.opt is None: self.learn.create_opt()
+        self.model_pgs, self.master_pgs = get_master(self.opt, self.flat_master)
+        self.old_pgs = self.opt.param_lists
+        _copy_state(self.learn.opt, self.model_pgs, self.master_pgs)
+
+class ModelIsMaster(Callback):
+    "Checks after each batch that the fp16 model holds the fp32 master weights the walk moved"
+    order = NonNativeMixedPrecision.order + 1
+    def before_fit(self): self.checked = 0
+    def after_batch(self):
+        if not self.training: return
+        for model, master in zip(self.non_native_on_cpu.model_pgs, self.non_native_on_cpu.master_pgs):
+            assert all(torch.equal(p, m.half()) for p, m in zip(model, master))
+        self.checked += 1
+
+def test_to_non_native_fp16_walks_the_master_weights():
+    "The trials see each candidate the fp32 master weights move to, so the walk walks (it used to stay put every time)"
+    learn = tiny_learner(bn=False, dropout=0., cbs=[WalkCallback(), ModelIsMaster()])
+    learn.add_cbs([ModelToHalf(), NonNativeOnCPU(dynamic=False)])
+    fit_quietly(learn, 2)
+    h = learn.walk.history
+    assert (h['lr'] > 0).mean() > 0.5 and (h['loss'] < h['base_loss']).mean() > 0.5
+    assert learn.model_is_master.checked == 16
+
+def test_syncbatchnorm_is_named_as_a_host_read():
+    learn = tiny_learner(cbs=WalkCallback())
+    learn.model[1] = nn.SyncBatchNorm(16)  # a single process: it normalises as BatchNorm does
+    with pytest.warns(UserWarning, match='SyncBatchNorm reads from the device'): fit_quietly(learn)

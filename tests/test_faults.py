@@ -2,25 +2,13 @@
 import warnings
 from functools import partial
 import pytest, torch
+from torch import nn
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
 from fastai.losses import MSELossFlat
 from fastai.optimizer import OptimWrapper, Lookahead, SGD
 from walkopt.callback import WalkCallback
-from walkopt.test_utils import tiny_learner, fit_quietly, optimizer_state, SnapshotBeforeStep, FailingLoss
-
-class NanLossAt:
-    "MSE, but nan on the training forwards of the given iterations (the walk's trials are not counted)"
-    def __init__(self, iters): self.iters, self.learn = set(iters), None
-    def __call__(self, pred, y):
-        loss = MSELossFlat()(pred, y)
-        grad_on = torch.is_grad_enabled() and self.learn.training
-        return loss * float('nan') if grad_on and self.learn.train_iter in self.iters else loss
-
-def nan_loss_at(learn, iters):
-    "`learn`, its loss now nan on the training forwards of `iters`"
-    learn.loss_func = NanLossAt(iters)
-    learn.loss_func.learn = learn
-    return learn
+from walkopt.core import HostCopy, walk_to_best, walk_multipliers
+from walkopt.test_utils import tiny_learner, fit_quietly, optimizer_state, SnapshotBeforeStep, FailingLoss, nan_loss_at, LateHostCopy, ReplayLrs
 
 def same_state(a, b): return all(a_.keys() == b_.keys() and all(torch.equal(a_[k], b_[k]) for k in a_) for a_, b_ in zip(a, b))
 
@@ -41,15 +29,21 @@ def test_nonfinite_gradient_stays_put_without_stepping_and_warns_once():
     assert all(torch.equal(a, b) for a, b in zip(params_at_2, params_at_3))  # iteration 2 did not move the weights
     assert h['scale'].iloc[2] == h['scale'].iloc[3]  # nor the grid centre
 
-def test_interrupt_mid_walk_restores_weights_buffers_optimizer_state_and_lrs():
-    learn = tiny_learner(cbs=[WalkCallback(), probe := SnapshotBeforeStep()])
+def test_interrupt_mid_walk_leaves_the_optimizers_own_step_and_the_users_lrs():
+    "Interrupted in a trial, the run is where a plain step at the optimizer's lr would have put it, not at a candidate"
+    learn = tiny_learner(dropout=0., cbs=[WalkCallback(), probe := SnapshotBeforeStep()])
     learn.loss_func = FailingLoss(fail_at=16, exc=KeyboardInterrupt())  # in the middle of the second walk
     with pytest.raises(KeyboardInterrupt): fit_quietly(learn)
-    before = probe.states[1]
-    assert all(torch.equal(t, s) for t, s in zip((*learn.model.parameters(), *learn.model.buffers()), before['tensors']))
-    assert same_state(optimizer_state(learn), before['opt'])  # Adam's moments and step count as before the walk
     assert len(learn.walk.history) == 1
     assert [h['lr'] for h in learn.opt.hypers] == [learn.lr] * 2  # not left at the walk's scaled lr
+    plain = tiny_learner(dropout=0., cbs=ReplayLrs([learn.walk.history['lr'][0], learn.lr * learn.walk.scale, 0.]))
+    plain.loss_func = FailingLoss(fail_at=3, exc=KeyboardInterrupt())  # after its second step
+    with pytest.raises(KeyboardInterrupt): fit_quietly(plain)
+    n = len(list(learn.model.parameters()))
+    assert max((a - b).abs().max() for a, b in zip(learn.model.parameters(), plain.model.parameters())) < 1e-5  # rounding of m*step
+    for a, b in zip(optimizer_state(learn), optimizer_state(plain)):  # Adam's moments and step count: one step on
+        assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert all(torch.equal(t, s) for t, s in zip(learn.model.buffers(), probe.states[1]['tensors'][n:]))
 
 def test_resume_continues_from_the_same_grid_centre(tmp_path):
     learn = fit_quietly(tiny_learner(lr=1e-5, cbs=WalkCallback()))
@@ -70,10 +64,19 @@ def test_with_save_model_and_early_stopping(tmp_path):
     assert (tmp_path / 'models' / 'best.pth').exists()
     assert len(learn.walk.history) > 0 and learn.walk.history['iter'].iloc[0] == 0
 
-def test_same_seed_same_history():
-    runs = [fit_quietly(tiny_learner(cbs=WalkCallback())).walk.history for _ in range(2)]
-    assert runs[0]['lr'].tolist() == runs[1]['lr'].tolist()
-    assert runs[0]['losses'].tolist() == runs[1]['losses'].tolist()
+def walked(**kwargs):
+    "History and weights of a seeded 2-epoch walk on the CPU, with a host copy made by `kwargs.get('copy', HostCopy)`"
+    walk = WalkCallback()
+    walk.host_copy = kwargs.get('copy', HostCopy)
+    learn = fit_quietly(tiny_learner(cbs=walk), 2)
+    return learn.walk.history, [p.detach().clone() for p in learn.model.parameters()]
+
+def test_same_seed_same_walk_however_late_the_results_reach_the_host():
+    "Default options: the same history and the same weights, bit for bit, whether each walk's result lands at once or late"
+    runs = [walked(), walked(), walked(copy=partial(LateHostCopy, lag=1)), walked(copy=partial(LateHostCopy, lag=3))]
+    for history, weights in runs[1:]:
+        assert history.equals(runs[0][0])
+        assert all(torch.equal(a, b) for a, b in zip(weights, runs[0][1]))
 
 def test_refuses_an_optimizer_it_cannot_drive():
     learn = tiny_learner(opt_func=partial(OptimWrapper, opt=torch.optim.LBFGS), cbs=WalkCallback())
@@ -108,12 +111,63 @@ def test_an_undone_step_neither_counts_nor_syncs_in_lookahead(nan_at):
     for i in nan_at:  # the undone iteration moved no weight, its Lookahead sync included
         assert all(torch.equal(a, b) for a, b in zip(probe.states[i]['tensors'][:n], probe.states[i + 1]['tensors'][:n]))
 
+class FailingCopy(HostCopy):
+    "A `HostCopy` that fails on its second push"
+    pushes = 0
+    def push(self, t):
+        FailingCopy.pushes += 1
+        if FailingCopy.pushes == 2: raise RuntimeError('bookkeeping failed')
+        super().push(t)
+
 def test_an_error_after_the_walk_leaves_the_users_lrs():
-    learn = tiny_learner(cbs=WalkCallback())
-    calls = []
-    def failing_record(walk):
-        calls.append(1)
-        if len(calls) == 2: raise RuntimeError('bookkeeping failed')
-    learn.walk._record = failing_record
+    walk = WalkCallback()
+    walk.host_copy = FailingCopy
+    learn = tiny_learner(cbs=walk)
     with pytest.raises(RuntimeError, match='bookkeeping'): fit_quietly(learn)
     assert [h['lr'] for h in learn.opt.hypers] == [learn.lr] * 2
+
+def test_refuses_a_model_split_over_devices():
+    learn = tiny_learner(cbs=WalkCallback())
+    learn.dls.device = None  # fastai then leaves the model where it is
+    learn.model[4].to('meta')
+    with pytest.raises(ValueError, match=r'several devices \(cpu, meta\)'): fit_quietly(learn)
+
+def test_refuses_an_optimizer_that_steps_other_weights_than_the_models():
+    "Trials evaluate the model: if the optimizer moves copies, every walk would stay put and training silently stop"
+    learn = tiny_learner(cbs=WalkCallback())
+    copies = [nn.Parameter(p.detach().clone()) for p in learn.model.parameters()]
+    learn.splitter = lambda m: [copies]
+    with pytest.raises(ValueError, match="parameters are not the model's"): fit_quietly(learn)
+
+def test_a_large_finite_step_is_kept():
+    "10,000 fp32 values of 1e36 are finite (their norm is not): the step is not undone as non-finite"
+    w = nn.Parameter(torch.zeros(10_000))
+    w.grad = torch.ones(10_000)
+    def step(): w.data.add_(1e36)
+    walk = walk_to_best([w], lambda: (w * 1e-36).mean(), step, walk_multipliers(3, 2.))
+    assert walk.finite.item() and walk.winner.item() == 0  # finite; staying put has the lowest loss
+
+def bytes_live_at_first_trial(state:bool) -> int:
+    "Bytes a walk of one 1M-weight Adam layer holds beyond what it started with, at the moment its first trial runs"
+    from torch.profiler import profile, ProfilerActivity
+    torch.manual_seed(0)
+    layer = nn.Linear(1000, 1000, bias=False)
+    opt = torch.optim.Adam(layer.parameters(), lr=1e-3)
+    x = torch.randn(8, 1000)
+    layer(x).square().mean().backward(); opt.step(); layer(x).square().mean().backward()
+    marker = []
+    def loss_fn():
+        if not marker: marker.append(torch.empty(12345, dtype=torch.uint8))  # a size to find among the allocations
+        return layer(x).square().mean()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        walk_to_best(list(layer.parameters()), loss_fn, opt.step, walk_multipliers(3, 2.), layer, opt.state if state else None)
+    live = 0
+    for e in sorted((e for e in prof.profiler.kineto_results.events() if e.name() == '[memory]'), key=lambda e: e.start_ns()):
+        if e.nbytes() == 12345: return live
+        live += e.nbytes()
+
+def test_the_optimizer_state_copy_is_gone_before_the_trials():
+    "During the trials the walk holds the start and the step (2 copies of the weights), not Adam's 2 moments beside them"
+    weights = 4 * 1000 * 1000
+    assert bytes_live_at_first_trial(state=True) < 2.2 * weights
+    assert abs(bytes_live_at_first_trial(state=True) - bytes_live_at_first_trial(state=False)) < 0.05 * weights

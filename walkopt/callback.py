@@ -4,12 +4,14 @@
 
 # %% ../nbs/01_callback.ipynb #f42fae17
 from __future__ import annotations
-import math, statistics, time, warnings
+import functools, math, statistics, warnings
 from collections import deque
+from typing import Callable
 import numpy as np, pandas as pd, torch
 from fastcore.basics import noop, patch
 from fastcore.foundation import L
 from fastai.callback.core import Callback, CancelStepException
+from fastai.callback.fp16 import NonNativeMixedPrecision, to_model_params
 from fastai.callback.schedule import ParamScheduler, combined_cos
 from fastai.learner import Learner, ValueMetric
 from fastai.optimizer import Lookahead
@@ -17,7 +19,8 @@ from fastai.torch_core import apply, to_float
 from .core import *
 
 # %% auto #0
-__all__ = ['HISTORY_COLUMNS', 'SCALE_HYPER', 'SETTLED_HYPER', 'optimizer_steps', 'faster_trials', 'WalkLrMetric', 'WalkCallback']
+__all__ = ['SCALE_HYPER', 'SETTLED_HYPER', 'HISTORY_COLUMNS', 'optimizer_steps', 'GridCentre', 'WalkLog', 'TrialJudge',
+           'check_walkable', 'show_walked_lrs', 'WalkLrMetric', 'WalkCallback']
 
 # %% ../nbs/01_callback.ipynb #5ffc6ec0
 def optimizer_steps(opt) -> tuple:
@@ -36,29 +39,136 @@ def optimizer_steps(opt) -> tuple:
     def uncount(): opt.count -= 1
     return opt.opt.step, sync, uncount
 
-# %% ../nbs/01_callback.ipynb #664762e0
-HISTORY_COLUMNS = ('iter', 'epoch', 'lr', 'loss', 'base_loss', 'lrs', 'losses', 'scale', 'skipped')
-
-# %% ../nbs/01_callback.ipynb #f50a3fec
-def faster_trials(seconds:dict, peaks:dict, min_gain:float=0.1, max_memory:float=1.05) -> str:
-    "'vmap' if its walks took at least `min_gain` less time than the loop's (medians) without raising the memory peak by more than `max_memory`; else 'loop'"
-    loop, vmap = (statistics.median(seconds[p]) for p in TRIALS)
-    faster = vmap < (1 - min_gain) * loop
-    lean = peaks.get('vmap', 0) <= max_memory * peaks.get('loop', 0)
-    return 'vmap' if faster and lean else 'loop'
-
 # %% ../nbs/01_callback.ipynb #ce798aa1
 SCALE_HYPER = 'walk_scale'  # where the grid centre is kept in the optimizer, so `learn.save(with_opt=True)` keeps it
 SETTLED_HYPER = 'walk_settled'  # 1 once this fit's scale has settled (`walk_until`), likewise
 
+class GridCentre:
+    "The walk's grid centre, a multiple of the lr the optimizer is given: moved by each walk's winner, settled when the walk stops"
+    def __init__(self, value:float, bounds:tuple[float,float], smooth:float, smallest:float, settle_factor:float):
+        self.value, self.bounds, self.smooth, self.smallest, self.settle_factor = value, bounds, smooth, smallest, settle_factor
+        self.settled, self.walked = False, None
+
+    def follow(self, mult:float):
+        "Re-centre on a walk's winning multiplier (0: staying put won)"
+        self.value = recentre(self.value, mult, self.smallest, self.bounds, self.smooth)
+
+    def settle(self, centres:list[float]):
+        "The walk stops: `settle_factor` times the geometric mean of `centres` (or of the centre now)"
+        self.walked = math.exp(statistics.fmean(map(math.log, centres or [self.value])))
+        self.value, self.settled = clamp(self.walked * self.settle_factor, self.bounds), True
+
+    def unsettle(self):
+        "Back to the walked centre, where the next fit walks on from"
+        if self.settled: self.value = self.walked or clamp(self.value / self.settle_factor, self.bounds)
+        self.settled, self.walked = False, None
+
+    def save(self, opt):
+        "Keep the centre, and whether it has settled, in `opt`'s hyper-parameters"
+        for name, value in ((SCALE_HYPER, self.value), (SETTLED_HYPER, int(self.settled))):
+            if hasattr(opt, 'bwd_map'): opt.bwd_map.setdefault(name, name)  # OptimWrapper
+            opt.set_hyper(name, value)
+
+    def load(self, opt):
+        "Take the centre `opt` carries (saved by an earlier fit, or by a checkpoint)"
+        saved = opt.hypers[-1]
+        if SCALE_HYPER in saved: self.value = saved[SCALE_HYPER]
+        self.settled, self.walked = bool(saved.get(SETTLED_HYPER, 0)), None
+
+# %% ../nbs/01_callback.ipynb #664762e0
+HISTORY_COLUMNS = ('iter', 'epoch', 'lr', 'loss', 'base_loss', 'lrs', 'losses', 'scale', 'skipped')
+
+class WalkLog:
+    "The walk's history on the host: each walk's result comes back without blocking and is taken in at the next step"
+    def __init__(self, mults:list[float], copy:HostCopy): self.mults, self.copy, self.rows, self._pending = mults, copy, [], None
+
+    def push(self, walk:Walk, undo:Callable[[], None], **info):
+        "Start bringing `walk`'s result back; `info` (iter, epoch, base_lr, scale) completes its row; `undo` runs if its step was not finite"
+        self.copy.push(torch.cat([walk.winner.float()[None], walk.finite.float()[None], walk.losses.float()]))
+        self._pending = undo, info
+
+    def take_in(self) -> float|None:
+        "Add the pending walk's row (waiting for its copy only if it has not landed); return its winning multiplier, or `None`"
+        if self._pending is None: return None
+        (undo, info), self._pending = self._pending, None
+        winner, finite, *losses = self.copy.wait()
+        winner, lrs = int(winner), [info['base_lr'] * info['scale'] * m for m in self.mults]
+        if not finite:
+            losses = [float('nan')] * len(losses)
+            undo()
+        self.rows.append(dict(iter=info['iter'], epoch=info['epoch'], lr=lrs[winner], loss=losses[winner],
+                              base_loss=losses[0], lrs=lrs, losses=losses, scale=info['scale'], skipped=not finite))
+        return self.mults[winner] if finite else None
+
+# %% ../nbs/01_callback.ipynb #459fd1a5
+class TrialJudge:
+    "What the trials are judged on: the training batch `lag` steps back, its first `size` samples, as the training forward ran"
+    def __init__(self, lag:int=4, size:int=None): self.lag, self.size = lag, size; self.reset()
+    def reset(self):
+        "Forget the fit's batches"
+        self.recent, self.autocast, self.to_model = deque(maxlen=max(self.lag, 1)), None, None
+    def cut(self, xb, yb) -> tuple:
+        "The batch as trials see it: its first `size` samples, if set (tensors with a batch dimension are cut)"
+        if self.size is None: return xb, yb
+        cut = lambda t: t[:self.size] if isinstance(t, torch.Tensor) and t.ndim else t
+        return apply(cut, xb), apply(cut, yb)
+    def keep(self, xb, yb):
+        "A batch that took a step, to judge later steps on"
+        if self.lag: self.recent.append(self.cut(xb, yb))
+    def loss(self, learn:Learner, forward=None) -> Tensor:
+        "The loss of a trial: through `forward` (`vmap`'s) or `learn.model`"
+        xb, yb = self.recent[0] if self.recent else self.cut(learn.xb, learn.yb)
+        if self.to_model is not None: self.to_model()  # fp32 master weights into the fp16 model (`to_non_native_fp16`)
+        with torch.autocast(**self.autocast):
+            pred = (forward or learn.model)(*xb)
+            return learn.loss_func(to_float(pred) if self.autocast['enabled'] else pred, *yb)
+    def __getstate__(self): return dict(lag=self.lag, size=self.size)  # no batches in an export
+    def __setstate__(self, state): self.__init__(**state)
+
+# %% ../nbs/01_callback.ipynb #3e8d628e
+def check_walkable(learn:Learner, trials) -> Callable|None:
+    "Refuse, by name, what the walk cannot drive; for fp32 master weights (`to_non_native_fp16`), what copies them into the model"
+    if learn.opt is None: learn.create_opt()
+    trainable = [p for pg in learn.opt.param_lists for p in pg if p.requires_grad]
+    if not trainable: raise ValueError("WalkCallback: the model has no trainable parameters to walk")
+    if isinstance(getattr(learn.opt, 'opt', None), torch.optim.LBFGS):
+        raise ValueError("WalkCallback cannot drive LBFGS: its step needs a closure that re-evaluates the loss")
+    devices = sorted({str(p.device) for p in trainable})
+    if len(devices) > 1: raise ValueError(f"WalkCallback cannot walk a model split over several devices ({', '.join(devices)})")
+    if trials == 'vmap' and (obstacle := vmap_obstacle(learn.model, trainable)):
+        raise ValueError(f"WalkCallback(trials='vmap') cannot run this model: {obstacle}; use trials='loop'")
+    if has_layer(learn.model, torch.nn.SyncBatchNorm):
+        warnings.warn("WalkCallback: SyncBatchNorm reads from the device in every forward of a distributed run "
+                      "(PyTorch's implementation), the walk's trial forwards included: each walk waits for the GPU")
+    own = {id(p) for p in learn.model.parameters()}
+    if all(id(p) in own for p in trainable): return None
+    masters = next((cb for cb in learn.cbs if isinstance(cb, NonNativeMixedPrecision)), None)
+    if masters is None: raise ValueError("WalkCallback: the optimizer's parameters are not the model's, so trials "
+                                         "would not see the candidates (every walk would stay put)")
+    return functools.partial(to_model_params, masters.model_pgs, masters.master_pgs, masters.flat_master)
+
+def show_walked_lrs(learn:Learner, rows:list[dict]):
+    "`Recorder` and `ParamScheduler` logged the lr each walk stepped from: show them the walked one (`plot_sched`)"
+    def walked(lrs):
+        lrs = list(lrs)
+        for r in rows:
+            if r['iter'] < len(lrs): lrs[r['iter']] = r['lr']
+        return lrs
+    for cb in learn.cbs:
+        if isinstance(cb, ParamScheduler) and 'lr' in getattr(cb, 'hps', {}): cb.hps['lr'] = walked(cb.hps['lr'])
+    if hasattr(learn, 'recorder'):
+        learn.recorder.lrs = walked(learn.recorder.lrs)
+        learn.recorder.hps = {'lr': learn.recorder.lrs}  # for `plot_sched`; a ParamScheduler overwrites it next
+
+# %% ../nbs/01_callback.ipynb #ce798aa2
 class WalkLrMetric(ValueMetric):
     "The epoch table's `walk_lr` column: median lr the walk used in the epoch"
 
 class WalkCallback(Callback):
     "Each training step, try several multiples of the optimizer's update and move to the one with the lowest loss"
     order, run_valid = 45, False
-    timed_devices, timed_walks = ('cuda',), 3  # where `trials='auto'` times both paths, and on how many walks each
-    _stateattrs = ('_rows', '_host_info', '_log', '_centre', '_mirror', '_pending')
+    host_copy = HostCopy  # makes the copy that brings each walk's result to the host (tests swap in one that lands late)
+    _stateattrs = ('_log',)
     def __init__(self,
         n_lrs:int=9, # Learning rates tried each iteration, besides staying put
         factor:float=4., # The grid spans `centre/factor` to `centre*factor`, geometrically
@@ -70,83 +180,72 @@ class WalkCallback(Callback):
         every:int=1, # Walk every `every` iterations; step at the walked lr in between
         walk_until:float=1., # Fraction of training after which the walk stops and the scale settles
         settle_factor:float=4., # When the walk stops: multiple of the typical centre of its latter half to settle at
-        trials:str='auto', # How candidates are evaluated: 'loop' (one forward each), 'vmap' (one batched forward) or 'auto'
+        trials='loop', # How candidates are evaluated: 'loop' (one forward each), 'vmap' (one batched forward), 'auto' (the faster, timed)
         trial_size:int=None, # Judge on the first `trial_size` samples of the batch only (None: all of it)
     ):
         self.mults = walk_multipliers(n_lrs, factor)
-        self.judge_lag = check_int('judge_lag', judge_lag, 0)
-        self.smooth = check_float('smooth', smooth, at_least=0)
-        if self.smooth >= 1: raise ValueError(f"`smooth` must be below 1 (1 would never move the centre), got {smooth!r}")
+        smooth = check_float('smooth', smooth, at_least=0)
+        if smooth >= 1: raise ValueError(f"`smooth` must be below 1 (1 would never move the centre), got {smooth!r}")
         self.every = check_int('every', every, 1)
         self.walk_until = check_float('walk_until', walk_until, above=0)
         if self.walk_until > 1: raise ValueError(f"`walk_until` is a fraction of training, at most 1, got {walk_until!r}")
-        self.settle_factor = check_float('settle_factor', settle_factor, above=0)
-        self.trials = check_choice('trials', trials, ('auto', *TRIALS))
-        self.trial_size = None if trial_size is None else check_int('trial_size', trial_size, 1)
-        self.min_scale = check_float('min_scale', min_scale, above=0)
-        self.max_scale = check_float('max_scale', max_scale, at_least=self.min_scale)
-        self._scale = check_float('scale', scale, above=0)
-        if not self.min_scale <= self._scale <= self.max_scale:
+        settle_factor = check_float('settle_factor', settle_factor, above=0)
+        if not isinstance(trials, AutoTrials): trials = check_choice('trials', trials, ('auto', *TRIALS))
+        self.trials = AutoTrials() if trials == 'auto' else trials
+        self.judge = TrialJudge(check_int('judge_lag', judge_lag, 0), None if trial_size is None else check_int('trial_size', trial_size, 1))
+        min_scale = check_float('min_scale', min_scale, above=0)
+        max_scale = check_float('max_scale', max_scale, at_least=min_scale)
+        scale = check_float('scale', scale, above=0)
+        if not min_scale <= scale <= max_scale:
             raise ValueError(f"`scale` must lie within [min_scale, max_scale] = [{min_scale}, {max_scale}], got {scale!r}")
+        self.centre = GridCentre(scale, (min_scale, max_scale), smooth, self.mults[1], settle_factor)
         self._init_state()
 
     def _init_state(self):
-        self._rows, self._base_lrs, self._autocast, self._walking, self._training_fit = [], None, None, False, False
-        self._recent, self._steps, self._stepped, self._walked_centre = deque(), 0, False, None
-        self._log, self._centre, self._mirror, self._warned = None, None, None, False
-        self._pending = deque()  # walks whose finiteness the host has not seen yet
-        self._path, self._timings, self._peaks, self._timed_for = None, {p: [] for p in TRIALS}, {}, None  # 'auto''s
-        self._host_info = []  # (iteration, epoch, base lr) of each walk in the device log
+        self._log, self._base_lrs = None, None
+        self._walking = self._training_fit = self._stepped = self._warned = False
+        self._steps = 0
 
     @property
     def scale(self) -> float:
-        "Grid centre, as a multiple of the lr the optimizer is given; kept in the optimizer's hyper-parameters too"
-        if self._centre is not None: self._scale = self._centre.item()  # read from the device when asked
-        return self._scale
+        "Grid centre, as a multiple of the lr the optimizer is given (kept in the optimizer's hyper-parameters too)"
+        return self.centre.value
 
     @scale.setter
     def scale(self, value):
-        self._scale = check_float('scale', value, above=0)
-        if self._centre is not None: self._centre.fill_(self._scale)
-        self._keep_in_optimizer(SCALE_HYPER, self._scale)
-
-    def _keep_in_optimizer(self, name, value):
-        "Store `value` in the optimizer's hyper-parameters as `name`, so it is saved with the optimizer"
-        if self.learn is None or self.opt is None: return
-        if hasattr(self.opt, 'bwd_map'): self.opt.bwd_map.setdefault(name, name)  # OptimWrapper
-        self.opt.set_hyper(name, value)
+        self.centre.value = check_float('scale', value, above=0)
+        self._save_centre()
 
     @property
     def trial_path(self) -> str|None:
-        "How candidates are evaluated: `trials`, or what 'auto' chose (`None` while it is still timing the two paths)"
-        return self._path if self.trials == 'auto' else self.trials
+        "How candidates are evaluated: `trials`, or what 'auto' chose (`None` while it is still timing)"
+        return self.trials.path if isinstance(self.trials, AutoTrials) else self.trials
 
     @property
     def history(self) -> pd.DataFrame:
         "One row per walk of the latest `fit`: iteration, winning lr, losses, candidate lrs and their losses"
-        return pd.DataFrame(self._read_rows(), columns=list(HISTORY_COLUMNS))
+        self._take_in()
+        return pd.DataFrame(self._log.rows if self._log is not None else [], columns=list(HISTORY_COLUMNS))
+
+    @property
+    def result_copy(self) -> HostCopy|None:
+        "The latest fit's `HostCopy`: `blocked` and `waited` say how often and how long a step waited for a walk's result"
+        return self._log.copy if self._log is not None else None
 
     def before_fit(self):
         self._walking = not hasattr(self.learn, 'lr_finder')
         self._training_fit = self._walking and not self.learn.lock.locked()  # `validate`, `get_preds` hold the lock
         self._drop_column()
-        self._steps, self._warned, self._settled, self._stepped, self._walked_centre = 0, False, False, False, None
-        self._recent = deque(maxlen=max(self.judge_lag, 1))  # the latest stepped batches, oldest first
+        self._steps, self._warned, self._stepped = 0, False, False
+        self.judge.reset()
         if not self._training_fit: return
-        self._check_can_walk()
-        saved = self.opt.hypers[-1]  # a resumed run: the centre, and whether it had settled, come with the optimizer
-        if SCALE_HYPER in saved: self._scale = saved[SCALE_HYPER]
-        self._settled = bool(saved.get(SETTLED_HYPER, 0))
-        trainable = [p for pg in self.opt.param_lists for p in pg if p.requires_grad]
-        device = trainable[0].device
-        if self.trials == 'auto': self._choose_anew_for(device, sum(p.numel() for p in trainable))
-        self._centre = torch.tensor(self._scale, dtype=torch.float32, device=device)  # the walk's centre lives here
-        self._mirror = HostMirror(self._scale)
-        device_grid(self.mults, device)  # made now: its copy to the device would wait for it
+        self._take_in()  # a walk an interrupted fit left on its way
+        self.judge.to_model = check_walkable(self.learn, self.trials)
+        self.centre.load(self.opt)  # a resumed run: the centre, and whether it had settled, come with the optimizer
+        self._log = WalkLog(self.mults, self.host_copy())
+        device = next(p for pg in self.opt.param_lists for p in pg if p.requires_grad).device
+        for grid in (self.mults, (1.,)): device_grid(grid, device)  # made now: copying them there later would wait
         self.learn.metrics.append(WalkLrMetric(self._epoch_median_lr, 'walk_lr'))
-
-    def before_train(self):
-        if self._walking and self.train_iter == 0: self._rows, self._host_info, self._log = [], [], None
 
     def before_batch(self):
         self._restore_lrs()
@@ -154,11 +253,10 @@ class WalkCallback(Callback):
 
     def after_batch(self):
         "Keep the batch for judging later steps, if it took a step (not a skipped micro-batch) while walking"
-        if self._stepped and self.judge_lag and self.pct_train < self.walk_until:
-            self._recent.append(self._trial_batch(self.xb, self.yb))
+        if self._stepped and self.pct_train < self.walk_until: self.judge.keep(self.xb, self.yb)
 
     def after_pred(self):
-        if self._walking: self._autocast = current_autocast(self.model)
+        if self._walking: self.judge.autocast = current_autocast(self.model)
 
     def after_loss(self):
         if self._walking and self.loss_grad.numel() != 1:
@@ -167,114 +265,64 @@ class WalkCallback(Callback):
 
     def before_step(self):
         if not self._walking: return
-        self._take_back_undone()
+        self._take_in()
         params = self._walk_params()
         if not params: return
         walking = self.pct_train < self.walk_until
-        if not walking and not self._settled: self._settle()
+        if not walking and not self.centre.settled: self._settle()
         self._stepped = True
         self._base_lrs = [h['lr'] for h in self.opt.hypers]
-        host = self._mirror.value if walking else self._scale  # the centre as the host last saw it
-        self.opt.set_hyper('lr', [lr * host for lr in self._base_lrs])
+        self.opt.set_hyper('lr', [lr * self.centre.value for lr in self._base_lrs])
         self._steps += 1
         if (self._steps - 1) % self.every or not walking: return  # a plain step at that lr
         step, after_walk, uncount = optimizer_steps(self.opt)
         state = getattr(self.opt, 'opt', self.opt).state  # per-parameter state of fastai's, Lookahead's inner or torch's optimizer
-        # the step is taken at `host`; the candidates are tried around the centre itself (off a GPU the two are equal)
-        scale = self._centre / host if self._centre.is_cuda else None
-        self._reserve_row()  # what can fail for want of memory happens before the walk
         try:
-            walk = self._walk(params, step, scale, state)
-            self._pending.append((walk.finite, self._flag_mirror(walk.finite), walk.take_back_counters, uncount))
+            loss = functools.partial(self.judge.loss, self.learn)
+            walk = walk_to_best(params, loss, step, self.mults, self.model, state, self.trials)
             after_walk(walk.finite)
-            self._record(walk)
-            won = torch.take(device_grid(self.mults, self._centre.device), walk.winner)
-            target = recentre(self._centre, won, self.mults[1], (self.min_scale, self.max_scale))
-            self._centre = torch.where(walk.finite, self._centre ** self.smooth * target ** (1 - self.smooth), self._centre)
-            self._mirror.push(self._centre)
+            def undo(): walk.undo_on_host(); uncount()
+            self._log.push(walk, undo, iter=self.train_iter, epoch=self.epoch, base_lr=self._base_lrs[-1], scale=self.centre.value)
         except BaseException:
-            self._restore_lrs()  # a failed walk put the weights back where they were; so are the learning rates
+            self._restore_lrs()  # the weights are where the walk left them (see `walk_to_best`); the lrs are the user's
             raise
         raise CancelStepException()
 
     def after_epoch(self):
-        "Once an epoch: warn about undone steps, and keep the centre in the optimizer (for `SaveModelCallback`)"
+        "Once an epoch: take the last walk in (the `walk_lr` column, `SaveModelCallback`), warn about undone steps"
         if not self._training_fit: return
-        skipped = [r['iter'] for r in self._read_rows() if r['skipped']]
+        self._take_in()
+        skipped = [r['iter'] for r in self._log.rows if r['skipped']]
         if skipped and not self._warned:
             warnings.warn(f"WalkCallback: non-finite gradient at iteration {skipped[0]}: the step was undone, weights "
                           "and optimizer state as they were (warned once per fit; see `skipped` in learn.walk.history)")
             self._warned = True
-        self._keep_in_optimizer(SCALE_HYPER, self.scale)
 
     def after_fit(self):
-        self._take_back_undone(wait=True)
-        self._recent.clear()
+        if self._training_fit:
+            self._take_in()
+            show_walked_lrs(self.learn, self._log.rows)
+            self.centre.unsettle()  # the next fit walks on from the walked centre, not the settled one
+            self._save_centre()
+        self.judge.reset()
         self._restore_lrs()
         self._drop_column()
-        if self._training_fit:
-            self._read_rows()  # the rest of the device log comes back to the host
-            self._log = None
-            self._show_walked_lrs()
-            self._keep_in_optimizer(SCALE_HYPER, self.scale)
-            if self._settled:  # carry the walked centre to the next fit, not the settled one
-                self.scale = self._walked_centre or min(max(self.scale / self.settle_factor, self.min_scale), self.max_scale)
-                self._keep_in_optimizer(SETTLED_HYPER, 0)
-            self._centre = None
         self._walking = self._training_fit = False
 
-    def _choose_anew_for(self, device, n_trainable:int):
-        "'auto' chooses again when the device or the trainable parameters change (`freeze`/`unfreeze`, `to`)"
-        if (device, n_trainable) == self._timed_for: return
-        self._path, self._timings, self._peaks, self._timed_for = None, {p: [] for p in TRIALS}, {}, (device, n_trainable)
-        dist = torch.distributed
-        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        sync_bn = any(isinstance(m, torch.nn.SyncBatchNorm) for m in self.model.modules())
-        if device.type not in self.timed_devices or distributed or sync_bn: self._path = 'loop'  # nothing to time
+    def _take_in(self):
+        "The last walk's result: its row in the history, the rest of its undo if its step was not finite, the centre on its winner"
+        mult = self._log.take_in() if self._log is not None else None
+        if mult is None: return
+        self.centre.follow(mult)
+        self._save_centre()
 
-    def _walk(self, params, step, scale, state) -> Walk:
-        "One walk on the path `trials` names; under 'auto', the first walks time each path (after a warm-up walk)"
-        path = self.trial_path or ('loop' if len(self._timings['loop']) <= self.timed_walks else 'vmap')
-        timing, device = self.trial_path is None, params[0].device
-        if timing and not self._timings[path] and device.type == 'cuda': torch.cuda.reset_peak_memory_stats(device)
-        if timing: start = self._clock(device)
-        failure = None
-        try: walk = walk_to_best(params, self._trial_loss, step, self.mults, self.model, state, path, scale)
-        except Exception as e:
-            if not (timing and path == 'vmap'): raise
-            failure = repr(e)  # retried below, outside this block, so the failed attempt's tensors are freed
-        if failure is not None:
-            warnings.warn(f"WalkCallback(trials='auto'): vmap cannot run this model ({failure}); using trials='loop'")
-            self._path = 'loop'
-            return walk_to_best(params, self._trial_loss, step, self.mults, self.model, state, 'loop', scale)
-        if timing:
-            self._timings[path].append(self._clock(device) - start)
-            self._peaks[path] = torch.cuda.max_memory_allocated(device) if device.type == 'cuda' else 0
-            if len(self._timings['vmap']) > self.timed_walks:
-                self._path = faster_trials({p: t[1:] for p, t in self._timings.items()}, self._peaks)  # warm-up left out
-        return walk
+    def _save_centre(self):
+        if self.learn is not None and self.opt is not None: self.centre.save(self.opt)
 
-    @staticmethod
-    def _clock(device) -> float:
-        "Seconds, once the device has finished its queue (only while 'auto' times the paths)"
-        if device.type == 'cuda': torch.cuda.synchronize(device)
-        return time.perf_counter()
-
-    @staticmethod
-    def _flag_mirror(flag):
-        mirror = HostMirror(float('nan'))  # nan until the flag arrives
-        mirror.push(flag.float())
-        return mirror
-
-    def _take_back_undone(self, wait:bool=False):
-        "Take undone steps out of the optimizer's host-side counters (step counts), in order, as their flags arrive"
-        while self._pending:
-            finite, mirror, *take_backs = self._pending[0]
-            arrived = finite.item() if wait else mirror.value
-            if arrived != arrived: return  # not yet: try again next step
-            if not arrived:
-                for take_back in take_backs: take_back()
-            self._pending.popleft()
+    def _settle(self):
+        rows = self._log.rows
+        self.centre.settle([r['scale'] for r in rows[len(rows) // 2:] if not r['skipped']])
+        self._save_centre()
 
     def _restore_lrs(self):
         "Put back the lrs the user or the schedule set, if the walk changed them"
@@ -282,32 +330,12 @@ class WalkCallback(Callback):
         self.opt.set_hyper('lr', self._base_lrs)
         self._base_lrs = None
 
-    def _check_can_walk(self):
-        "Refuse, by name, what the walk cannot drive"
-        if self.opt is None: self.learn.create_opt()
-        if not any(p.requires_grad for pg in self.opt.param_lists for p in pg):
-            raise ValueError("WalkCallback: the model has no trainable parameters to walk")
-        inner = getattr(self.opt, 'opt', None)
-        if isinstance(inner, torch.optim.LBFGS):
-            raise ValueError("WalkCallback cannot drive LBFGS: its step needs a closure that re-evaluates the loss")
-        if self.trials == 'vmap' and any(isinstance(m, torch.nn.SyncBatchNorm) for m in self.model.modules()):
-            raise ValueError("WalkCallback(trials='vmap') cannot run SyncBatchNorm (its autograd function does not "
-                             "support vmap): use trials='loop'")
-
-    def _settle(self):
-        "The walk stops: centre at the geometric mean of the latter half's centres (or the centre now) times `settle_factor`"
-        rows = self._read_rows()
-        centres = [r['scale'] for r in rows[len(rows) // 2:] if not r['skipped']] or [self.scale]
-        self._walked_centre = math.exp(statistics.fmean(map(math.log, centres)))
-        self.scale = min(max(self._walked_centre * self.settle_factor, self.min_scale), self.max_scale)
-        self._settled = True
-        self._keep_in_optimizer(SETTLED_HYPER, 1)
-
     def _drop_column(self):
         self.learn.metrics = [m for m in self.learn.metrics if not isinstance(m, WalkLrMetric)]
 
     def _epoch_median_lr(self) -> float:
-        lrs = [r['lr'] for r in self._read_rows() if r['epoch'] == self.epoch]
+        self._take_in()  # `Recorder` asks after validation, before `after_epoch`
+        lrs = [r['lr'] for r in self._log.rows if r['epoch'] == self.epoch]
         return statistics.median(lrs) if lrs else float('nan')
 
     def _walk_params(self) -> list:
@@ -317,57 +345,6 @@ class WalkCallback(Callback):
             if not p.requires_grad: p.grad = None
             elif p.grad is not None: params.append(p)
         return params
-
-    def _trial_batch(self, xb, yb) -> tuple:
-        "The batch as trials see it: its first `trial_size` samples, if set (tensors with a batch dimension are cut)"
-        if self.trial_size is None: return xb, yb
-        cut = lambda t: t[:self.trial_size] if isinstance(t, torch.Tensor) and t.ndim else t
-        return apply(cut, xb), apply(cut, yb)
-
-    def _trial_loss(self, forward=None):
-        # `judge_lag` steps back, or as far back as there is; the batch just trained on when there is none
-        xb, yb = self._recent[0] if self._recent else self._trial_batch(self.xb, self.yb)
-        with torch.autocast(**self._autocast):
-            pred = (forward or self.model)(*xb)
-            return self.loss_func(to_float(pred) if self._autocast['enabled'] else pred, *yb)
-
-    def _reserve_row(self):
-        "Room in the device log for one more walk (grown by doubling: no read, few allocations)"
-        n = len(self._host_info)
-        if self._log is not None and n < len(self._log): return
-        grown = torch.empty(max(64, 2 * n), 3 + len(self.mults), device=self._centre.device)
-        if self._log is not None: grown[:n] = self._log
-        self._log = grown
-
-    def _record(self, walk:Walk):
-        "Log the walk on the device (centre, winner, finite, losses), and on the host what the host knows"
-        row = torch.cat([self._centre[None], walk.winner.float()[None], walk.finite.float()[None], walk.losses.float()])
-        self._log[len(self._host_info)] = row
-        self._host_info.append((self.train_iter, self.epoch, self._base_lrs[-1]))
-
-    def _read_rows(self) -> list[dict]:
-        "The walk's rows as dicts; the rows not read yet come from the device log in one transfer"
-        if self._log is not None and len(self._rows) < len(self._host_info):
-            new = self._log[len(self._rows):len(self._host_info)].tolist()
-            for (it, epoch, base_lr), (centre, winner, finite, *losses) in zip(self._host_info[len(self._rows):], new):
-                lrs, winner = [base_lr * centre * m for m in self.mults], int(winner)
-                if not finite: losses = [float('nan')] * len(losses)
-                self._rows.append(dict(iter=it, epoch=epoch, lr=lrs[winner], loss=losses[winner], base_loss=losses[0],
-                                       lrs=lrs, losses=losses, scale=centre, skipped=not finite))
-        return self._rows
-
-    def _show_walked_lrs(self):
-        "`Recorder` and `ParamScheduler` logged the lr each walk stepped from: show them the walked one (`plot_sched`)"
-        def walked(lrs):
-            lrs = list(lrs)
-            for r in self._rows:
-                if r['iter'] < len(lrs): lrs[r['iter']] = r['lr']
-            return lrs
-        for cb in self.learn.cbs:
-            if isinstance(cb, ParamScheduler) and 'lr' in getattr(cb, 'hps', {}): cb.hps['lr'] = walked(cb.hps['lr'])
-        if hasattr(self.learn, 'recorder'):
-            self.recorder.lrs = walked(self.recorder.lrs)
-            self.recorder.hps = {'lr': self.recorder.lrs}  # for `plot_sched`; a ParamScheduler overwrites it next
 
 # %% ../nbs/01_callback.ipynb #331ff0c3
 @patch

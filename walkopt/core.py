@@ -4,17 +4,18 @@
 
 # %% ../nbs/00_core.ipynb #47f73f6e
 from __future__ import annotations
-import functools, math, numbers
+import functools, math, numbers, statistics, time, warnings
 from contextlib import contextmanager
 from typing import Callable, NamedTuple, Sequence
 import torch
 from torch import nn, Tensor
 
 # %% auto #0
-__all__ = ['TRIALS', 'check_int', 'check_float', 'check_choice', 'walk_multipliers', 'device_grid', 'pick_winner', 'recentre',
-           'preserved_buffers', 'rng_devices', 'current_autocast', 'move_to', 'scalar_loss', 'mean_across_processes',
-           'losses_along', 'batch_statistics_only', 'losses_vmapped', 'snapshot_state', 'all_finite', 'Walk',
-           'walk_to_best', 'HostMirror']
+__all__ = ['TRIALS', 'check_int', 'check_float', 'check_choice', 'walk_multipliers', 'device_grid', 'pick_winner', 'clamp',
+           'recentre', 'trial_mode', 'trial_rng_devices', 'current_autocast', 'move_to', 'scalar_loss', 'world_size',
+           'mean_across_processes', 'losses_along', 'has_layer', 'vmap_obstacle', 'losses_vmapped', 'faster_trials',
+           'synchronized_clock', 'AutoTrials', 'all_finite', 'snapshot_state', 'Walk', 'settle_at', 'walk_to_best',
+           'HostCopy']
 
 # %% ../nbs/00_core.ipynb #d34ae392
 def check_int(name:str, value, min_value:int) -> int:
@@ -58,27 +59,37 @@ def pick_winner(losses:Tensor) -> Tensor:
     return torch.where(torch.isfinite(losses), losses, torch.inf).argmin()
 
 # %% ../nbs/00_core.ipynb #e138bd75
-def recentre(scale, mult, smallest:float, bounds:tuple[float,float]) -> Tensor:
-    "Grid centre for the next walk: `scale*mult`, or `scale*smallest` when staying put won, kept within `bounds` (on the device)"
-    scale, mult = torch.as_tensor(scale), torch.as_tensor(mult)
-    return (scale * torch.where(mult > 0, mult, smallest)).clamp(*bounds)
+def clamp(x:float, bounds:tuple[float,float]) -> float:
+    "`x` moved into `bounds`, `(low, high)`"
+    return min(max(x, bounds[0]), bounds[1])
+
+def recentre(scale:float, mult:float, smallest:float, bounds:tuple[float,float], smooth:float=0.) -> float:
+    "Grid centre after a walk won by `mult`: `scale*mult` (`scale*smallest` when staying put won), `smooth` of the way back to `scale` in log space, within `bounds`"
+    target = scale * (mult if mult > 0 else smallest)
+    return clamp(scale ** smooth * target ** (1 - smooth), bounds)
 
 # %% ../nbs/00_core.ipynb #5e8020b7
 @contextmanager
-def preserved_buffers(module:nn.Module):
-    "Put every buffer of `module` (BatchNorm running stats, `num_batches_tracked`, ...) back on exit, error or not"
-    buffers = list(module.buffers())
-    saved = [b.detach().clone() for b in buffers]
+def trial_mode(module:nn.Module):
+    "Within: BatchNorm layers normalise with batch statistics and leave their running statistics alone; any other buffer is put back on exit"
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    of_norms = {id(b) for m in norms for b in m.buffers(recurse=False)}
+    others = [b for b in module.buffers() if id(b) not in of_norms]
+    saved = [b.detach().clone() for b in others]  # usually none: nothing to copy
+    for m in norms: m.track_running_stats = False
     try: yield
     finally:
+        for m in norms: m.track_running_stats = True
         with torch.no_grad():
-            for b, s in zip(buffers, saved): b.copy_(s)
+            for b, s in zip(others, saved): b.copy_(s)
 
 # %% ../nbs/00_core.ipynb #68a21d31
-def rng_devices(params:Sequence[Tensor]) -> list[int]:
-    "CUDA devices holding `params`, whose random generators trial forwards must fork along with the CPU's"
-    return sorted({p.device.index if p.device.index is not None else torch.cuda.current_device()
-                   for p in params if p.is_cuda})
+def trial_rng_devices(module:nn.Module|None, params:Sequence[Tensor]) -> list[int]:
+    "CUDA devices whose random generators trial forwards draw from: those holding `params`, and every device `DataParallel` replicates `module` to"
+    devices = {p.device.index if p.device.index is not None else torch.cuda.current_device() for p in params if p.is_cuda}
+    for m in module.modules() if module is not None else ():
+        if isinstance(m, nn.DataParallel): devices.update(m.device_ids)
+    return sorted(devices)
 
 # %% ../nbs/00_core.ipynb #8402907d
 def current_autocast(module:nn.Module) -> dict:
@@ -104,21 +115,25 @@ def scalar_loss(loss) -> Tensor:
     return loss.detach().float().reshape(())
 
 # %% ../nbs/00_core.ipynb #9c0d6634
+def world_size() -> int:
+    "Processes in this `torch.distributed` run (1 outside one)"
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
 def mean_across_processes(t:Tensor) -> Tensor:
     "`t` averaged over the processes of a `torch.distributed` run, in one collective; `t` itself in a single process"
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return t
-    dist.all_reduce(t)
-    return t / dist.get_world_size()
+    if world_size() == 1: return t
+    torch.distributed.all_reduce(t)
+    return t / world_size()
 
 # %% ../nbs/00_core.ipynb #41a2254f
 TRIALS = ('loop', 'vmap')
 
 def losses_along(params:Sequence[Tensor], origin:Sequence[Tensor], delta:Sequence[Tensor], mults:Sequence[float],
                  loss_fn:Callable[..., Tensor], module:nn.Module=None, trials:str='loop') -> Tensor:
-    "Loss at `origin + m*delta` for each `m` in `mults`: no gradients, buffers of `module` kept, same randomness for all"
-    devices = rng_devices(params)
-    with torch.no_grad(), preserved_buffers(module if module is not None else nn.Module()):
+    "Loss at `origin + m*delta` for each `m` in `mults`: no gradients, no trace in `module`'s buffers, same randomness for all"
+    devices = trial_rng_devices(module, params)
+    with torch.no_grad(), trial_mode(module if module is not None else nn.Module()):
         if trials == 'vmap':
             with torch.random.fork_rng(devices=devices): losses = losses_vmapped(module, params, origin, delta, mults, loss_fn)
         else:
@@ -130,124 +145,189 @@ def losses_along(params:Sequence[Tensor], origin:Sequence[Tensor], delta:Sequenc
     return mean_across_processes(losses)  # each process judged its own shard: all must pick one winner
 
 # %% ../nbs/00_core.ipynb #fe8c2458
-@contextmanager
-def batch_statistics_only(module:nn.Module):
-    "BatchNorm layers of `module` normalise with batch statistics and leave running statistics alone, until exit"
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    for m in norms: m.track_running_stats = False
-    try: yield
-    finally:
-        for m in norms: m.track_running_stats = True
+def has_layer(module:nn.Module, kind:type) -> bool:
+    "Whether `module` contains a layer of type `kind`"
+    return any(isinstance(m, kind) for m in module.modules())
+
+def vmap_obstacle(module:nn.Module|None, params:Sequence[Tensor]) -> str|None:
+    "Why `trials='vmap'` cannot evaluate `params` through `module`, or `None` if it can"
+    if module is None: return "it needs the module the parameters belong to"
+    if has_layer(module, nn.SyncBatchNorm): return "SyncBatchNorm's autograd function does not support vmap"
+    if has_layer(module, nn.DataParallel): return "DataParallel replicates the module in every forward"
+    own = {id(p) for p in module.parameters()}
+    if any(id(p) not in own for p in params): return "the walked parameters are not the module's (fp32 master copies?)"
 
 def losses_vmapped(module:nn.Module, params:Sequence[Tensor], origin:Sequence[Tensor], delta:Sequence[Tensor],
                    mults:Sequence[float], loss_fn:Callable[[Callable], Tensor]) -> Tensor:
     "Loss at `origin + m*delta` for each `m` in `mults` in one `vmap`ped forward of `module`"
-    if module is None: raise ValueError("trials='vmap' needs the module the parameters belong to")
+    if (obstacle := vmap_obstacle(module, params)) is not None: raise ValueError(f"trials='vmap': {obstacle}")
     names = {id(p): n for n, p in module.named_parameters()}
-    if any(id(p) not in names for p in params): raise ValueError("trials='vmap': every walked parameter must belong to the module")
     def stacked(o, d):
         m = device_grid(mults, o.device).to(o.dtype).view(-1, *[1] * o.dim())
         return o.unsqueeze(0) + m * d.unsqueeze(0)
     weights = {names[id(p)]: stacked(o, d) for p, o, d in zip(params, origin, delta)}
     def one(w): return scalar_loss(loss_fn(lambda *args: torch.func.functional_call(module, w, args)))
-    with batch_statistics_only(module): return torch.func.vmap(one, randomness='same')(weights)
+    return torch.func.vmap(one, randomness='same')(weights)
 
-# %% ../nbs/00_core.ipynb #e68abb58
-def snapshot_state(state:dict, params:Sequence[Tensor]) -> Callable[..., Callable[[], None]]:
-    "Copy an optimizer's per-parameter `state` for `params`; return `restore(keep=None)`, which puts that copy back"
-    saved = {p: {k: v.clone() if isinstance(v, Tensor) else v for k, v in state[p].items()} if p in state else None
-             for p in params}
-    def restore(keep:Tensor=None) -> Callable[[], None]:
-        "Put the copy back; with `keep` (a boolean tensor), only where `keep` is false, on the device, without reading it"
-        counters = []  # (p, key, value after the step, value before): numbers on the host or on another device
-        for p, s in saved.items():
-            if keep is None:
-                if s is None: state.pop(p, None)
-                else: state[p] = s
-                continue
-            for k, v in state.get(p, {}).items() if s is not None else ():
-                old = s.get(k)
-                if isinstance(v, Tensor) and v.device == keep.device and old is not None:
-                    torch.where(keep, v, old, out=v)
-                elif old is not None and isinstance(v, (numbers.Number, Tensor)) and not isinstance(v, bool):
-                    counters.append((p, k, v.clone() if isinstance(v, Tensor) else v, old))
-        def take_back_counters():
-            "Once `keep` is known to be false: the values the step left on the host go back (step counts: the step's increment)"
-            for p, k, after, old in counters:
-                s = state.get(p, {})  # looked up now: a full restore since may have put another dict there
-                if k not in s: continue
-                unchanged = torch.equal(s[k], after) if isinstance(after, Tensor) else s[k] == after
-                if unchanged: s[k] = old
-                elif k == 'step': s[k] = s[k] - (after - old)  # later steps counted on: take out this one
-        return take_back_counters
-    return restore
+# %% ../nbs/00_core.ipynb #f50a3fec
+def faster_trials(seconds:dict, peaks:dict, min_gain:float=0.1, max_memory:float=1.05) -> str:
+    "'vmap' if its walks took at least `min_gain` less time than the loop's (medians) without raising the memory peak by more than `max_memory`; else 'loop'"
+    loop, vmap = (statistics.median(seconds[p]) for p in TRIALS)
+    faster = vmap < (1 - min_gain) * loop
+    lean = peaks.get('vmap', 0) <= max_memory * peaks.get('loop', 0)
+    return 'vmap' if faster and lean else 'loop'
+
+def synchronized_clock(device:torch.device) -> float:
+    "Seconds, once `device` has finished its queue"
+    if device.type == 'cuda': torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+# %% ../nbs/00_core.ipynb #21e0c548
+class AutoTrials:
+    "`trials='auto'`: evaluates candidates like `losses_along`, on the faster path, timed on the first walks"
+    def __init__(self, walks:int=3, devices:Sequence[str]=('cuda',), clock:Callable[[torch.device], float]=synchronized_clock):
+        self.walks, self.devices, self.clock = walks, tuple(devices), clock
+        self.path, self.timing, self._timed_for = None, None, None  # chosen path; path being timed now
+        self.seconds, self.peaks = {p: [] for p in TRIALS}, {}  # per path: timed walks, memory peak
+
+    def __call__(self, params, origin, delta, mults, loss_fn, module=None) -> Tensor:
+        device = params[0].device
+        self._choose_anew_for(device, params, module)
+        if self.path is not None: return self._evaluate(self.path, params, origin, delta, mults, loss_fn, module)
+        self.timing = 'loop' if len(self.seconds['loop']) <= self.walks else 'vmap'  # each: a warm-up walk, then `walks`
+        if not self.seconds[self.timing] and device.type == 'cuda': torch.cuda.reset_peak_memory_stats(device)
+        start = self.clock(device)
+        losses = self._evaluate(self.timing, params, origin, delta, mults, loss_fn, module)
+        if self.path is None:  # (not decided by a failure)
+            self.seconds[self.timing].append(self.clock(device) - start)
+            self.peaks[self.timing] = torch.cuda.max_memory_allocated(device) if device.type == 'cuda' else 0
+            if len(self.seconds['vmap']) > self.walks: self.path = faster_trials({p: s[1:] for p, s in self.seconds.items()}, self.peaks)
+        self.timing = None
+        return losses
+
+    def _choose_anew_for(self, device, params, module):
+        "Time again when the device or the trainable parameters change; the loop where there is nothing to time"
+        key = (device, sum(p.numel() for p in params))
+        if key == self._timed_for: return
+        self.path, self.seconds, self.peaks, self._timed_for = None, {p: [] for p in TRIALS}, {}, key
+        if device.type not in self.devices or world_size() > 1 or vmap_obstacle(module, params): self.path = 'loop'
+
+    def _evaluate(self, path, *args) -> Tensor:
+        if path == 'loop': return losses_along(*args, trials='loop')
+        try: return losses_along(*args, trials='vmap')
+        except Exception as e: failure = repr(e)  # retried below, outside this block, so the failed attempt's tensors are freed
+        warnings.warn(f"WalkCallback(trials='auto'): vmap cannot run this model ({failure}); using trials='loop'")
+        self.path = 'loop'
+        return losses_along(*args, trials='loop')
+
+    def __repr__(self): return f"AutoTrials(path={self.path!r})"
 
 # %% ../nbs/00_core.ipynb #71e56894
 def all_finite(tensors:Sequence[Tensor]) -> Tensor:
-    "Whether every value of `tensors` is finite, as a boolean tensor on their device (no host sync)"
-    tensors = list(tensors)
-    return torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all() if tensors else torch.tensor(True)
+    "Whether every value of `tensors` is finite: a boolean tensor on the first one's device, computed there without a host read"
+    groups = {}  # the check runs per device and dtype, as `GradScaler` runs it
+    for t in tensors: groups.setdefault((t.device, t.dtype), []).append(t._values() if t.is_sparse else t)
+    if not groups: return torch.tensor(True)
+    home, found = next(iter(groups))[0], []
+    for (device, _), group in groups.items():
+        flag = torch.zeros(1, device=device)
+        torch._amp_foreach_non_finite_check_and_unscale_(group, flag, device_grid((1.,), device))  # sets `flag` on a nan or inf; x1 leaves values as they are
+        found.append(flag.to(home, non_blocking=True))
+    return torch.cat(found).sum() == 0
 
+# %% ../nbs/00_core.ipynb #e68abb58
+_MISSING = object()
+
+def snapshot_state(state:dict, params:Sequence[Tensor]) -> Callable:
+    "Copy an optimizer's per-parameter `state` for `params`; return `restore(keep=None)`, which puts the copy back"
+    saved = {p: {k: v.clone() if isinstance(v, Tensor) else v for k, v in state[p].items()} if p in state else None
+             for p in params}
+    def restore(keep:Tensor=None) -> Callable[[], None]|None:
+        "Put all of the copy back; or, given `keep` (a boolean tensor), only where it is false, on the device, dropping the copy and returning `undo_on_host` for the rest"
+        if keep is None:
+            for p, s in saved.items():
+                if s is None: state.pop(p, None)
+                else: state[p] = s
+            return None
+        on_host = []  # (p, key, value before the step, or _MISSING if the step created it)
+        for p, s in saved.items():
+            for k, v in state.get(p, {}).items():
+                old = _MISSING if s is None else s.get(k, _MISSING)
+                if isinstance(v, Tensor) and v.device == keep.device and old is not _MISSING: torch.where(keep, v, old, out=v)
+                else: on_host.append((p, k, old))
+        created = [p for p, s in saved.items() if s is None]
+        saved.clear()
+        def undo_on_host():
+            "Once `keep` is known to be false, before the optimizer steps again: the rest of the state goes back"
+            for p, k, old in on_host:
+                s = state.get(p, {})  # looked up now: fastai may have put another dict there
+                if old is _MISSING: s.pop(k, None)
+                elif k in s: s[k] = old
+            for p in created:
+                if not state.get(p, True): state.pop(p)
+        return undo_on_host
+    return restore
+
+# %% ../nbs/00_core.ipynb #71e56895
 class Walk(NamedTuple):
     "What a walk found, as tensors on the parameters' device: reading one is a host-device synchronisation"
     winner: Tensor # Index of the winning multiplier (0 when the step was not finite)
     losses: Tensor # Loss at each candidate
     finite: Tensor # Whether the step was finite (if not, it was undone)
-    take_back_counters: Callable[[], None] # Run it if `finite` is false: takes the step out of counters kept on the host
+    undo_on_host: Callable[[], None] # Run it if `finite` is false, before the next step: the rest of the undo
+
+def settle_at(params:Sequence[Tensor], origin:Sequence[Tensor], delta:list[Tensor], mult:Tensor|float, moved:Tensor):
+    "Move `params` to `origin + mult*delta` (scaling `delta` in place) if `moved`, else exactly back to `origin`"
+    with torch.no_grad():
+        torch._foreach_mul_(delta, mult)
+        move_to(params, origin, delta, 1.)
+        for p, o in zip(params, origin): torch.where(moved, p, o, out=p.data)  # `0*nan` is `nan`: `origin` itself
 
 def walk_to_best(params:Sequence[Tensor], loss_fn:Callable[..., Tensor], step:Callable[[], None],
-                 mults:Sequence[float], module:nn.Module=None, state:dict=None, trials:str='loop',
-                 step_scale:Tensor=None) -> Walk:
+                 mults:Sequence[float], module:nn.Module=None, state:dict=None, trials='loop') -> Walk:
     "Step once, try `origin + m*(stepped - origin)` for each `m` in `mults`, settle at the best; undo a non-finite step"
-    check_choice('trials', trials, TRIALS)
+    evaluate = trials if callable(trials) else functools.partial(losses_along, trials=check_choice('trials', trials, TRIALS))
     params = list(params)
-    keys_before = {p: set(state.get(p, ())) for p in params} if state is not None else {}
     origin = [p.detach().clone() for p in params]
-    restore_state = snapshot_state(state, params) if state is not None else (lambda keep=None: lambda: None)
+    restore = snapshot_state(state, params) if state is not None else lambda keep=None: (lambda: None)
     try:
-        grads_finite = all_finite(p.grad for p in params if p.grad is not None)  # a sign-based step can hide an inf
+        grads_finite = all_finite([p.grad for p in params if p.grad is not None])  # a sign-based step can hide an inf
         step()
-        fresh = any(set(state.get(p, ())) - keys for p, keys in keys_before.items())  # the step created state entries
-        with torch.no_grad():
-            delta = torch._foreach_sub([p.detach() for p in params], origin)
-            if step_scale is not None: torch._foreach_mul_(delta, step_scale)
-        losses = losses_along(params, origin, delta, mults, loss_fn, module, trials)
-        finite = grads_finite & all_finite(delta)
-        if fresh and not finite:  # one host read, when the step created state (a run's first): undoing it removes it
-            move_to(params, origin, origin, 0.)
-            restore_state()
-            return Walk(torch.zeros((), dtype=torch.long, device=finite.device), losses, finite, lambda: None)
-        winner = torch.where(finite, pick_winner(losses), 0)
-        with torch.no_grad():
-            torch._foreach_mul_(delta, torch.take(device_grid(mults, params[0].device), winner))  # in place: no copy
-            move_to(params, origin, delta, 1.)
-            for p, o in zip(params, origin): torch.where(finite, p, o, out=p.data)  # `0*nan` is `nan`: back to origin
-        return Walk(winner, losses, finite, restore_state(keep=finite))
+        finite = grads_finite & all_finite([p.detach() for p in params])
+        undo_on_host = restore(keep=finite)  # on the device now, and the state's copy dropped: never beside `delta`
     except BaseException:
         move_to(params, origin, origin, 0.)
-        restore_state()
+        restore()
         raise
+    with torch.no_grad(): delta = torch._foreach_sub([p.detach() for p in params], origin)
+    try: losses = evaluate(params, origin, delta, mults, loss_fn, module)
+    except BaseException:  # the optimizer's own step stands (or none, if it was not finite): weights and state agree
+        settle_at(params, origin, delta, 1., finite)
+        if not finite: undo_on_host()  # a host read, on the way out only
+        raise
+    winner = torch.where(finite, pick_winner(losses), 0)
+    settle_at(params, origin, delta, torch.take(device_grid(mults, params[0].device), winner), winner > 0)
+    return Walk(winner, losses, finite, undo_on_host)
 
 # %% ../nbs/00_core.ipynb #a377fc8f
-class HostMirror:
-    "The latest value of a device scalar that has reached the host, fetched without ever waiting for the device"
-    def __init__(self, value:float): self._value, self._buffer, self._done = float(value), None, None
+class HostCopy:
+    "Values of a device tensor on the host: `push` starts the copy without blocking, `wait` returns them once it has landed"
+    def __init__(self): self.host, self.blocked, self.waited, self._done = None, 0, 0., None
     def push(self, t:Tensor):
-        "Start copying `t` to the host (skipped while an earlier copy is still on its way)"
-        if self._done is not None and not self._done.query(): return
-        self._take()
-        if self._buffer is None:
-            self._buffer = torch.empty((), dtype=t.dtype, pin_memory=t.is_cuda)
-        self._buffer.copy_(t.detach(), non_blocking=t.is_cuda)
-        if t.is_cuda:
-            self._done = torch.cuda.Event()
-            self._done.record(torch.cuda.current_stream(t.device))  # where the copy was queued
-        else: self._done = None
-    def _take(self):
-        if self._buffer is not None and (self._done is None or self._done.query()):
-            self._value = float(self._buffer.numpy())  # host memory the copy has finished writing
-    @property
-    def value(self) -> float:
-        "The newest value that has arrived"
-        self._take()
-        return self._value
+        "Start copying `t` to the host"
+        if self.host is None or self.host.shape != t.shape or self.host.dtype != t.dtype:
+            self.host = torch.empty(t.shape, dtype=t.dtype, pin_memory=t.is_cuda)
+        self.host.copy_(t.detach(), non_blocking=t.is_cuda)
+        self._done = torch.cuda.Event() if t.is_cuda else None
+        if t.is_cuda: self._done.record(torch.cuda.current_stream(t.device))  # where the copy was queued
+    def ready(self) -> bool:
+        "Whether the last copy has landed"
+        return self._done is None or self._done.query()
+    def wait(self) -> list:
+        "The values pushed last, as Python numbers (waiting for the copy if it has not landed)"
+        if not self.ready():
+            self.blocked, start = self.blocked + 1, time.perf_counter()
+            self._land()
+            self.waited += time.perf_counter() - start
+        return self.host.numpy().tolist()  # host memory: no device read
+    def _land(self): self._done.synchronize()

@@ -9,20 +9,21 @@ from typing import Callable
 from unittest import mock
 from fastai.basics import *
 from fastai.callback.progress import ProgressCallback  # patches Learner.no_bar
+from .core import HostCopy
 from .callback import WalkCallback
 from .data import tensor_dls
 
 # %% auto #0
-__all__ = ['HOST_READS', 'tiny_learner', 'ReplayLrs', 'fit_quietly', 'optimizer_state', 'SnapshotBeforeStep', 'FailingLoss',
-           'host_reads']
+__all__ = ['HOST_READS', 'PER_BATCH_HOOKS', 'tiny_learner', 'ReplayLrs', 'fit_quietly', 'optimizer_state', 'SnapshotBeforeStep',
+           'FailingLoss', 'NanLossAt', 'nan_loss_at', 'host_reads', 'LateHostCopy', 'run_hooks_inside']
 
 # %% ../nbs/09_test_utils.ipynb #26f25f7d
-def tiny_learner(lr=1e-3, opt_func=Adam, dropout=0.2, bn=True, seed=0, bs=16, n_train=8, **kwargs) -> Learner:
-    "A seeded, exportable regression `Learner` on synthetic data (y = 2x + 3 + noise), with BatchNorm (`bn`) and dropout, and two parameter groups"
+def tiny_learner(lr=1e-3, opt_func=Adam, dropout=0.2, bn=True, seed=0, bs=16, n_train=8, device='cpu', **kwargs) -> Learner:
+    "A seeded, exportable regression `Learner` on synthetic data (y = 2x + 3 + noise), with BatchNorm (`bn`) and dropout, two parameter groups, on `device`"
     set_seed(seed)
     x = torch.randn(bs * (n_train + 2), 1)
     y = 2 * x + 3 + 0.1 * torch.randn_like(x)
-    dls = tensor_dls(x[:bs*n_train], y[:bs*n_train], x[bs*n_train:], y[bs*n_train:], bs=bs)
+    dls = tensor_dls(x[:bs*n_train], y[:bs*n_train], x[bs*n_train:], y[bs*n_train:], bs=bs, device=torch.device(device))
     norm = nn.BatchNorm1d(16) if bn else nn.Identity()
     model = nn.Sequential(nn.Linear(1, 16, bias=not bn), norm, nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, 1))
     return Learner(dls, model, loss_func=MSELossFlat(), lr=lr,
@@ -69,6 +70,20 @@ class FailingLoss:
         if self.calls == self.fail_at: raise self.exc
         return MSELossFlat()(pred, y)
 
+class NanLossAt:
+    "MSE, but nan on the training forwards of the given iterations (the walk's trials are not counted)"
+    def __init__(self, iters): self.iters, self.learn = set(iters), None
+    def __call__(self, pred, y):
+        loss = MSELossFlat()(pred, y)
+        grad_on = torch.is_grad_enabled() and self.learn.training
+        return loss * float('nan') if grad_on and self.learn.train_iter in self.iters else loss
+
+def nan_loss_at(learn:Learner, iters) -> Learner:
+    "`learn`, its loss now nan on the training forwards of `iters`"
+    learn.loss_func = NanLossAt(iters)
+    learn.loss_func.learn = learn
+    return learn
+
 # %% ../nbs/09_test_utils.ipynb #9cbd443f
 HOST_READS = ('item', 'tolist', '__bool__', '__float__', '__int__', '__index__')
 
@@ -85,3 +100,23 @@ def host_reads(only_while:Callable[[], bool]=None):
     with contextlib.ExitStack() as stack:
         for name in HOST_READS: stack.enter_context(counting(name))
         yield seen
+
+# %% ../nbs/09_test_utils.ipynb #957f2498
+class LateHostCopy(HostCopy):
+    "A `HostCopy` whose copy lands only `lag` checks late unless waited for, as a busy GPU's would: a test double for CPUs"
+    def __init__(self, lag:int=1): super().__init__(); self.lag, self._in_flight, self._checks = lag, None, 0
+    def push(self, t:Tensor): self._in_flight, self._checks = t.detach().clone(), 0  # `host` keeps the old values meanwhile
+    def ready(self) -> bool:
+        self._checks += 1
+        if self._in_flight is not None and self._checks > self.lag: self._land()
+        return self._in_flight is None
+    def _land(self): self.host, self._in_flight = self._in_flight, None
+
+PER_BATCH_HOOKS = ('before_batch', 'after_pred', 'after_loss', 'before_step', 'after_batch')
+
+def run_hooks_inside(cb:Callback, context:Callable):
+    "Make each per-batch hook of `cb` run inside `context()`: a host-read counter, CUDA's sync-debug mode"
+    for name in PER_BATCH_HOOKS:
+        def hook(run=getattr(cb, name)):
+            with context(): return run()
+        setattr(cb, name, hook)
