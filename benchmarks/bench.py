@@ -1,15 +1,18 @@
 """`make bench`: what the walk costs over plain fastai training, as ratios measured in one run.
 
 Trains three models on synthetic inputs for one epoch each way, interleaved (plain; walk with its defaults, the
-`path` column saying which trial path `trials='auto'` chose; walk with the trial loop; walk with `vmap`ped trials;
-walk judged on a quarter of the batch; walk every 4th step; `fit_walk` (walks the first 30%); plain, ...),
-and prints the median ratios of epoch time and peak GPU memory against plain training, with the
-device named. On a GPU the sizes are the ones of issue 6 (MNIST-1D CNN at batch 512, ResNet-18 on 32x32 at batch 256,
-a 4-layer transformer, d=256, at batch 64 x 128 tokens); on a CPU they are cut down so it runs in a minute or two.
+trial loop; walk with `vmap`ped trials; walk with `trials='auto'`, the `path` column saying what it chose; walk
+judged on a quarter of the batch; walk every 4th step; `fit_walk` (walks the first 30%); plain, ...), and prints the
+median ratios of epoch time and peak memory against plain training, with the device named, and how long the host
+waited for the walks' results (`wait_ms`, per walk: it should be 0). Peak memory is CUDA's `max_memory_allocated` on
+a GPU; on a CPU, the bytes of the weights, gradients and optimizer state plus the peak of what the epoch allocated on
+top, from the torch profiler (an extra, untimed epoch). On a GPU the sizes are the ones of issue 6 (MNIST-1D CNN at
+batch 512, ResNet-18 on 32x32 at batch 256, a 4-layer transformer, d=256, at batch 64 x 128 tokens); on a CPU they
+are cut down so it runs in a few minutes.
 
     python benchmarks/bench.py [--reps 3] [--batches N] [--out results.csv]
 """
-import argparse, statistics, time
+import argparse, contextlib, os, statistics, time
 import pandas as pd, torch
 from torch import nn
 from fastai.basics import Learner, CrossEntropyLossFlat, Adam
@@ -39,29 +42,58 @@ def models(gpu):
         'Transformer d=256 x4': (TokenClassifier, lambda n: torch.randint(0, 1000, (n, 128 // s)), 64 // s),
     }
 
-ARMS = {'plain': ('fit', None), 'walk': ('fit', lambda bs: {}), 'walk loop': ('fit', lambda bs: dict(trials='loop')),
-        'walk vmap': ('fit', lambda bs: dict(trials='vmap')),
+ARMS = {'plain': ('fit', None), 'walk': ('fit', lambda bs: {}), 'walk vmap': ('fit', lambda bs: dict(trials='vmap')),
+        'walk auto': ('fit', lambda bs: dict(trials='auto')),
         'walk on 1/4 batch': ('fit', lambda bs: dict(trial_size=max(1, bs // 4))),
         'walk every 4': ('fit', lambda bs: dict(every=4)), 'fit_walk': ('fit_walk', lambda bs: {})}
 "How each arm trains, and its `WalkCallback` options from the batch size (`None`: plain training)"
 
+def resident_bytes(learn) -> int:
+    "Bytes of what lives between iterations: weights, gradients, optimizer state"
+    tensors = [t for p in learn.model.parameters() for t in (p, p.grad) if t is not None]
+    state = getattr(learn.opt, 'opt', learn.opt).state
+    tensors += [v for s in state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+@contextlib.contextmanager
+def quiet_stderr():
+    "Within: the process's stderr goes nowhere (the profiler logs its start and stop there)"
+    saved = os.dup(2)
+    with open(os.devnull, 'w') as null:
+        os.dup2(null.fileno(), 2)
+        try: yield
+        finally: os.dup2(saved, 2); os.close(saved)
+
+def cpu_peak_bytes(fit) -> int:
+    "Peak bytes allocated on top of what was there, while `fit()` runs (torch profiler's memory events)"
+    from torch.profiler import profile, ProfilerActivity
+    with quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof: fit()
+    live = peak = 0
+    for e in sorted((e for e in prof.profiler.kineto_results.events() if e.name() == '[memory]'), key=lambda e: e.start_ns()):
+        live += e.nbytes()
+        peak = max(peak, live)
+    return peak
+
 def one_epoch(make_model, make_x, bs, batches, arm, device):
-    "Seconds, peak memory (bytes, GPU only) and trial path of one fastai epoch (no validation) with `arm`"
+    "Seconds, peak memory (bytes), trial path and the host's wait per walk (ms) of one fastai epoch (no validation) with `arm`"
     torch.manual_seed(0)
     x, y = make_x(bs * batches), torch.randint(0, 10, (bs * batches,))
     dls = tensor_dls(x, y, x[:bs], y[:bs], bs=bs, device=device)
     method, options = ARMS[arm]
     cbs = [WalkCallback(**options(bs))] if options is not None else []
     learn = Learner(dls, make_model(), loss_func=CrossEntropyLossFlat(), opt_func=Adam, lr=1e-3, cbs=cbs)
+    fit = lambda: getattr(learn, method)(1)
     with learn.no_bar(), learn.no_logging():
-        getattr(learn, method)(1)  # warm-up: kernels, allocator, cuDNN choices, `trials='auto'`'s timing
+        fit()  # warm-up: kernels, allocator, cuDNN choices, `trials='auto'`'s timing
         if device.type == 'cuda': torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
-        getattr(learn, method)(1)
+        fit()
         if device.type == 'cuda': torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    path = learn.walk.trial_path if options is not None else ''
-    return seconds, torch.cuda.max_memory_allocated() if device.type == 'cuda' else float('nan'), path
+        seconds = time.perf_counter() - start
+        copy = learn.walk.result_copy if options is not None else None
+        wait_ms = 1e3 * copy.waited / max(len(learn.walk.history), 1) if copy is not None else float('nan')
+        peak = torch.cuda.max_memory_allocated() if device.type == 'cuda' else resident_bytes(learn) + cpu_peak_bytes(fit)
+    return seconds, peak, learn.walk.trial_path if options is not None else '', wait_ms
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -78,8 +110,8 @@ def main():
     for model, (make_model, make_x, bs) in models(gpu).items():
         for rep in range(a.reps):
             for arm in ARMS:
-                sec, mem, path = one_epoch(make_model, make_x, bs, batches, arm, device)
-                rows.append(dict(model=model, batch=bs, rep=rep, arm=arm, path=path, seconds=sec, peak_bytes=mem))
+                sec, mem, path, wait_ms = one_epoch(make_model, make_x, bs, batches, arm, device)
+                rows.append(dict(model=model, batch=bs, rep=rep, arm=arm, path=path, seconds=sec, peak_bytes=mem, wait_ms=wait_ms))
     df = pd.DataFrame(rows)
     if a.out: df.to_csv(a.out, index=False)
     plain = df[df.arm == 'plain'].set_index(['model', 'rep'])
@@ -89,7 +121,9 @@ def main():
         table.append(dict(model=model, batch=int(g['batch'].iloc[0]), arm=arm, path='/'.join(sorted(set(g['path']))),
                           time_ratio=statistics.median(g['seconds'] / plain['seconds'].loc[g.index]),
                           memory_ratio=statistics.median(g['peak_bytes'] / plain['peak_bytes'].loc[g.index]),
-                          plain_seconds=statistics.median(plain['seconds'].loc[g.index])))
+                          wait_ms=statistics.median(g['wait_ms']),
+                          plain_seconds=statistics.median(plain['seconds'].loc[g.index]),
+                          plain_mb=statistics.median(plain['peak_bytes'].loc[g.index]) / 2**20))
     print(pd.DataFrame(table).to_string(index=False, float_format=lambda v: f'{v:.2f}'))
 
 if __name__ == '__main__': main()
