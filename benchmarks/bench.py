@@ -4,7 +4,7 @@ Trains three models on synthetic inputs for one epoch each way, interleaved (pla
 trial loop; walk with `vmap`ped trials; walk with `trials='auto'`, the `path` column saying what it chose; walk
 judged on a quarter of the batch; walk every 4th step; `fit_walk` (walks the first 30%); plain, ...), and prints the
 median ratios of epoch time and peak memory against plain training, with the device named, and how long the host
-waited for the walks' results (`wait_ms`, per walk: it should be 0). Peak memory is CUDA's `max_memory_allocated` on
+waited for the walks' results (`wait_ms`, per walk; the GPU need not wait with it: see `HostCopy`). Peak memory is CUDA's `max_memory_allocated` on
 a GPU; on a CPU, the bytes of the weights, gradients and optimizer state plus the peak of what the epoch allocated on
 top, from the torch profiler (an extra, untimed epoch). On a GPU the sizes are the ones of issue 6 (MNIST-1D CNN at
 batch 512, ResNet-18 on 32x32 at batch 256, a 4-layer transformer, d=256, at batch 64 x 128 tokens); on a CPU they

@@ -10,6 +10,7 @@ from fastai.callback.tracker import SaveModelCallback
 from fastai.callback.training import GradientAccumulation, GradientClip
 from fastai.learner import load_learner
 from fastai.optimizer import SGD, Adam, RAdam, Lookahead, OptimWrapper, ranger
+from walkopt.core import recentre
 from walkopt.callback import WalkCallback
 from walkopt.test_utils import tiny_learner, ReplayLrs, fit_quietly, optimizer_state, LateHostCopy
 
@@ -306,6 +307,8 @@ def test_the_move_is_the_reported_lr_times_the_optimizers_step(opt_func):
     for (before, stepped, stepped_lr), final, (_, r) in zip(recorder.steps, finals, h.iterrows()):
         close(stepped_lr, r['lrs'][unit], eps=1e-12)  # the step was taken at the centre the history reports
         for b, s, f in zip(before, stepped, final): close(f - b, (r['lr'] / stepped_lr) * (s - b), eps=1e-6)
+    for (_, r), centre in zip(h.iloc[:-1].iterrows(), h['scale'].iloc[1:]):  # and that centre is the last walk's choice
+        assert centre == recentre(r['scale'], walk.mults[r['lrs'].index(r['lr'])], walk.mults[1], (1e-6, 1e6))
     assert len(set(h['lr'])) > 3
 
 class NonNativeOnCPU(NonNativeMixedPrecision):

@@ -1,8 +1,10 @@
 "The walk never corrupts a run: non-finite values, interrupts, resume, determinism, bad input."
 import warnings
 from functools import partial
-import pytest, torch
+import numpy as np, pytest, torch
 from torch import nn
+from fastcore.test import test_close as close
+from fastai.callback.core import Callback
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
 from fastai.losses import MSELossFlat
 from fastai.optimizer import OptimWrapper, Lookahead, SGD
@@ -73,7 +75,7 @@ def walked(**kwargs):
 
 def test_same_seed_same_walk_however_late_the_results_reach_the_host():
     "Default options: the same history and the same weights, bit for bit, whether each walk's result lands at once or late"
-    runs = [walked(), walked(), walked(copy=partial(LateHostCopy, lag=1)), walked(copy=partial(LateHostCopy, lag=3))]
+    runs = [walked(), walked(), walked(copy=partial(LateHostCopy, lag=0)), walked(copy=partial(LateHostCopy, lag=1))]  # landed / waited for
     for history, weights in runs[1:]:
         assert history.equals(runs[0][0])
         assert all(torch.equal(a, b) for a, b in zip(weights, runs[0][1]))
@@ -171,3 +173,38 @@ def test_the_optimizer_state_copy_is_gone_before_the_trials():
     weights = 4 * 1000 * 1000
     assert bytes_live_at_first_trial(state=True) < 2.2 * weights
     assert abs(bytes_live_at_first_trial(state=True) - bytes_live_at_first_trial(state=False)) < 0.05 * weights
+
+class InterruptAt(Callback):
+    "Raises `KeyboardInterrupt` at `after_batch` of batch `n` of an epoch: after its step, before the next batch"
+    order = 90
+    def __init__(self, n): self.n = n
+    def after_batch(self):
+        if self.training and self.iter == self.n: raise KeyboardInterrupt()
+
+def test_after_an_interrupted_fit_the_next_fit_steps_at_its_own_lr():
+    learn = tiny_learner(cbs=[WalkCallback(), InterruptAt(3)])
+    with pytest.raises(KeyboardInterrupt): fit_quietly(learn)
+    learn.remove_cb(InterruptAt)
+    fit_quietly(learn, 1, lr=0.5)
+    h, unit = learn.walk.history, learn.walk.mults.index(1.)
+    assert [lrs[unit] / scale for lrs, scale in zip(h['lrs'], h['scale'])] == pytest.approx([0.5] * 8)
+
+def test_an_interrupted_undo_is_finished_before_lr_find_saves_the_optimizer():
+    learn = nan_loss_at(tiny_learner(cbs=[WalkCallback(), InterruptAt(2)]), {2})
+    with pytest.raises(KeyboardInterrupt): fit_quietly(learn)  # iteration 2's step was undone on the device, its count not yet
+    learn.remove_cb(InterruptAt)
+    with learn.no_logging(): learn.lr_find(num_it=5, show_plot=False)  # saves the optimizer, then loads it back
+    assert all(s['step'] == 2 for s in optimizer_state(learn))
+
+def test_a_checkpoint_saved_after_the_settle_starts_a_new_fit_from_the_walked_centre(tmp_path):
+    learn = tiny_learner(cbs=[WalkCallback(walk_until=0.5), SaveModelCallback(every_epoch=True, with_opt=True, fname='m')])
+    learn.path = tmp_path
+    fit_quietly(learn, 2)
+    learn.load('m_1', with_opt=True)  # saved after the settle: the optimizer holds the settled scale
+    walked = learn.opt.hypers[-1]['walk_walked']
+    assert learn.opt.hypers[-1]['walk_settled'] == 1 and learn.opt.hypers[-1]['walk_scale'] == pytest.approx(4 * walked)
+    fit_quietly(learn, 2)
+    h = learn.walk.history
+    assert h['scale'].iloc[0] == walked  # a new fit walks on from the walked centre, not from 4x it
+    settled = 4 * np.exp(np.log(h['scale'].iloc[4:]).mean())
+    close(learn.recorder.lrs[8:], [1e-3 * settled] * 8)  # and settles again

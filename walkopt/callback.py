@@ -13,14 +13,14 @@ from fastcore.foundation import L
 from fastai.callback.core import Callback, CancelStepException
 from fastai.callback.fp16 import NonNativeMixedPrecision, to_model_params
 from fastai.callback.schedule import ParamScheduler, combined_cos
-from fastai.learner import Learner, ValueMetric
+from fastai.learner import Learner, SkipToEpoch, ValueMetric
 from fastai.optimizer import Lookahead
 from fastai.torch_core import apply, to_float
 from .core import *
 
 # %% auto #0
-__all__ = ['SCALE_HYPER', 'SETTLED_HYPER', 'HISTORY_COLUMNS', 'optimizer_steps', 'GridCentre', 'WalkLog', 'TrialJudge',
-           'check_walkable', 'show_walked_lrs', 'WalkLrMetric', 'WalkCallback']
+__all__ = ['SCALE_HYPER', 'SETTLED_HYPER', 'WALKED_HYPER', 'HISTORY_COLUMNS', 'optimizer_steps', 'GridCentre', 'WalkLog',
+           'TrialJudge', 'check_walkable', 'show_walked_lrs', 'WalkLrMetric', 'WalkCallback']
 
 # %% ../nbs/01_callback.ipynb #5ffc6ec0
 def optimizer_steps(opt) -> tuple:
@@ -42,6 +42,7 @@ def optimizer_steps(opt) -> tuple:
 # %% ../nbs/01_callback.ipynb #ce798aa1
 SCALE_HYPER = 'walk_scale'  # where the grid centre is kept in the optimizer, so `learn.save(with_opt=True)` keeps it
 SETTLED_HYPER = 'walk_settled'  # 1 once this fit's scale has settled (`walk_until`), likewise
+WALKED_HYPER = 'walk_walked'  # the walked centre a settled scale came from, likewise
 
 class GridCentre:
     "The walk's grid centre, a multiple of the lr the optimizer is given: moved by each walk's winner, settled when the walk stops"
@@ -60,12 +61,12 @@ class GridCentre:
 
     def unsettle(self):
         "Back to the walked centre, where the next fit walks on from"
-        if self.settled: self.value = self.walked or clamp(self.value / self.settle_factor, self.bounds)
+        if self.settled: self.value = self.walked
         self.settled, self.walked = False, None
 
     def save(self, opt):
-        "Keep the centre, and whether it has settled, in `opt`'s hyper-parameters"
-        for name, value in ((SCALE_HYPER, self.value), (SETTLED_HYPER, int(self.settled))):
+        "Keep the centre, whether it has settled and where from, in `opt`'s hyper-parameters"
+        for name, value in ((SCALE_HYPER, self.value), (SETTLED_HYPER, int(self.settled)), (WALKED_HYPER, self.walked or 0.)):
             if hasattr(opt, 'bwd_map'): opt.bwd_map.setdefault(name, name)  # OptimWrapper
             opt.set_hyper(name, value)
 
@@ -73,7 +74,8 @@ class GridCentre:
         "Take the centre `opt` carries (saved by an earlier fit, or by a checkpoint)"
         saved = opt.hypers[-1]
         if SCALE_HYPER in saved: self.value = saved[SCALE_HYPER]
-        self.settled, self.walked = bool(saved.get(SETTLED_HYPER, 0)), None
+        self.settled = bool(saved.get(SETTLED_HYPER, 0))
+        self.walked = saved.get(WALKED_HYPER) or self.value if self.settled else None
 
 # %% ../nbs/01_callback.ipynb #664762e0
 HISTORY_COLUMNS = ('iter', 'epoch', 'lr', 'loss', 'base_loss', 'lrs', 'losses', 'scale', 'skipped')
@@ -100,7 +102,7 @@ class WalkLog:
                               base_loss=losses[0], lrs=lrs, losses=losses, scale=info['scale'], skipped=not finite))
         return self.mults[winner] if finite else None
 
-# %% ../nbs/01_callback.ipynb #459fd1a5
+# %% ../nbs/01_callback.ipynb #aca10a3c
 class TrialJudge:
     "What the trials are judged on: the training batch `lag` steps back, its first `size` samples, as the training forward ran"
     def __init__(self, lag:int=4, size:int=None): self.lag, self.size = lag, size; self.reset()
@@ -110,7 +112,7 @@ class TrialJudge:
     def cut(self, xb, yb) -> tuple:
         "The batch as trials see it: its first `size` samples, if set (tensors with a batch dimension are cut)"
         if self.size is None: return xb, yb
-        cut = lambda t: t[:self.size] if isinstance(t, torch.Tensor) and t.ndim else t
+        cut = lambda t: t[:self.size].clone() if isinstance(t, torch.Tensor) and t.ndim else t  # not a view of the whole batch
         return apply(cut, xb), apply(cut, yb)
     def keep(self, xb, yb):
         "A batch that took a step, to judge later steps on"
@@ -121,11 +123,12 @@ class TrialJudge:
         if self.to_model is not None: self.to_model()  # fp32 master weights into the fp16 model (`to_non_native_fp16`)
         with torch.autocast(**self.autocast):
             pred = (forward or learn.model)(*xb)
-            return learn.loss_func(to_float(pred) if self.autocast['enabled'] else pred, *yb)
+            floated = self.autocast['enabled'] or self.to_model is not None  # as `MixedPrecision`/`NonNativeMixedPrecision` do
+            return learn.loss_func(to_float(pred) if floated else pred, *yb)
     def __getstate__(self): return dict(lag=self.lag, size=self.size)  # no batches in an export
     def __setstate__(self, state): self.__init__(**state)
 
-# %% ../nbs/01_callback.ipynb #3e8d628e
+# %% ../nbs/01_callback.ipynb #e3b5af4a
 def check_walkable(learn:Learner, trials) -> Callable|None:
     "Refuse, by name, what the walk cannot drive; for fp32 master weights (`to_non_native_fp16`), what copies them into the model"
     if learn.opt is None: learn.create_opt()
@@ -233,15 +236,17 @@ class WalkCallback(Callback):
         return self._log.copy if self._log is not None else None
 
     def before_fit(self):
+        self._take_in()  # a walk an interrupted fit left on its way: finished before anything saves the optimizer (`lr_find`)
         self._walking = not hasattr(self.learn, 'lr_finder')
         self._training_fit = self._walking and not self.learn.lock.locked()  # `validate`, `get_preds` hold the lock
         self._drop_column()
         self._steps, self._warned, self._stepped = 0, False, False
         self.judge.reset()
         if not self._training_fit: return
-        self._take_in()  # a walk an interrupted fit left on its way
+        self._base_lrs = None  # `fit` has just set the lrs: an interrupted fit's are not to come back
         self.judge.to_model = check_walkable(self.learn, self.trials)
-        self.centre.load(self.opt)  # a resumed run: the centre, and whether it had settled, come with the optimizer
+        self.centre.load(self.opt)  # the centre comes with the optimizer (a checkpoint's, if one was loaded)
+        if not any(isinstance(cb, SkipToEpoch) for cb in self.learn.cbs): self.centre.unsettle()  # not a resumed run
         self._log = WalkLog(self.mults, self.host_copy())
         device = next(p for pg in self.opt.param_lists for p in pg if p.requires_grad).device
         for grid in (self.mults, (1.,)): device_grid(grid, device)  # made now: copying them there later would wait

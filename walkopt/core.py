@@ -142,6 +142,7 @@ def losses_along(params:Sequence[Tensor], origin:Sequence[Tensor], delta:Sequenc
                 move_to(params, origin, delta, m)
                 with torch.random.fork_rng(devices=devices): losses.append(scalar_loss(loss_fn()))
             losses = torch.stack(losses)
+    losses = losses.to(params[0].device, non_blocking=True)  # where the winner is used (a no-op unless the loss is elsewhere)
     return mean_across_processes(losses)  # each process judged its own shard: all must pick one winner
 
 # %% ../nbs/00_core.ipynb #fe8c2458
@@ -182,7 +183,7 @@ def synchronized_clock(device:torch.device) -> float:
     if device.type == 'cuda': torch.cuda.synchronize(device)
     return time.perf_counter()
 
-# %% ../nbs/00_core.ipynb #21e0c548
+# %% ../nbs/00_core.ipynb #1c2ee2b5
 class AutoTrials:
     "`trials='auto'`: evaluates candidates like `losses_along`, on the faster path, timed on the first walks"
     def __init__(self, walks:int=3, devices:Sequence[str]=('cuda',), clock:Callable[[torch.device], float]=synchronized_clock):
@@ -230,7 +231,7 @@ def all_finite(tensors:Sequence[Tensor]) -> Tensor:
     if not groups: return torch.tensor(True)
     home, found = next(iter(groups))[0], []
     for (device, _), group in groups.items():
-        flag = torch.zeros(1, device=device)
+        flag = torch.zeros(1, dtype=torch.float32, device=device)
         torch._amp_foreach_non_finite_check_and_unscale_(group, flag, device_grid((1.,), device))  # sets `flag` on a nan or inf; x1 leaves values as they are
         found.append(flag.to(home, non_blocking=True))
     return torch.cat(found).sum() == 0

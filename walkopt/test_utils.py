@@ -101,11 +101,11 @@ def host_reads(only_while:Callable[[], bool]=None):
         for name in HOST_READS: stack.enter_context(counting(name))
         yield seen
 
-# %% ../nbs/09_test_utils.ipynb #957f2498
+# %% ../nbs/09_test_utils.ipynb #d0d27af3
 class LateHostCopy(HostCopy):
     "A `HostCopy` whose copy lands only `lag` checks late unless waited for, as a busy GPU's would: a test double for CPUs"
     def __init__(self, lag:int=1): super().__init__(); self.lag, self._in_flight, self._checks = lag, None, 0
-    def push(self, t:Tensor): self._in_flight, self._checks = t.detach().clone(), 0  # `host` keeps the old values meanwhile
+    def push(self, t:Tensor): self._in_flight, self._checks = t.detach().cpu().clone(), 0  # `host` keeps the old values meanwhile
     def ready(self) -> bool:
         self._checks += 1
         if self._in_flight is not None and self._checks > self.lag: self._land()
