@@ -12,13 +12,14 @@ are cut down so it runs in a few minutes.
 
     python benchmarks/bench.py [--reps 3] [--batches N] [--out results.csv]
 """
-import argparse, contextlib, os, statistics, time
+import argparse, itertools, statistics, time
 import pandas as pd, torch
 from torch import nn
 from fastai.basics import Learner, CrossEntropyLossFlat, Adam
 from fastai.callback.progress import ProgressCallback  # patches Learner.no_bar
 from walkopt.callback import WalkCallback
 from walkopt.data import tensor_dls, mnist1d_cnn
+from walkopt.test_utils import allocations
 
 class TokenClassifier(nn.Module):
     "Embedding, a transformer encoder, mean pooling, a linear head"
@@ -55,24 +56,9 @@ def resident_bytes(learn) -> int:
     tensors += [v for s in state.values() for v in s.values() if isinstance(v, torch.Tensor)]
     return sum(t.numel() * t.element_size() for t in tensors)
 
-@contextlib.contextmanager
-def quiet_stderr():
-    "Within: the process's stderr goes nowhere (the profiler logs its start and stop there)"
-    saved = os.dup(2)
-    with open(os.devnull, 'w') as null:
-        os.dup2(null.fileno(), 2)
-        try: yield
-        finally: os.dup2(saved, 2); os.close(saved)
-
 def cpu_peak_bytes(fit) -> int:
-    "Peak bytes allocated on top of what was there, while `fit()` runs (torch profiler's memory events)"
-    from torch.profiler import profile, ProfilerActivity
-    with quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof: fit()
-    live = peak = 0
-    for e in sorted((e for e in prof.profiler.kineto_results.events() if e.name() == '[memory]'), key=lambda e: e.start_ns()):
-        live += e.nbytes()
-        peak = max(peak, live)
-    return peak
+    "Peak bytes allocated on top of what was there, while `fit()` runs"
+    return max(itertools.accumulate(allocations(fit), initial=0))
 
 def one_epoch(make_model, make_x, bs, batches, arm, device):
     "Seconds, peak memory (bytes), trial path and the host's wait per walk (ms) of one fastai epoch (no validation) with `arm`"

@@ -12,11 +12,7 @@ from fastai.learner import load_learner
 from fastai.optimizer import SGD, Adam, RAdam, Lookahead, OptimWrapper, ranger
 from walkopt.core import recentre
 from walkopt.callback import WalkCallback
-from walkopt.test_utils import tiny_learner, ReplayLrs, fit_quietly, optimizer_state, LateHostCopy
-
-def max_gap(a, b):
-    "Largest difference between two sequences of tensors"
-    return max((x - y).abs().max().item() for x, y in zip(a, b))
+from walkopt.test_utils import tiny_learner, ReplayLrs, fit_quietly, optimizer_state, LateHostCopy, max_gap
 
 OPTIMIZERS = dict(
     sgd=SGD, sgd_momentum=partial(SGD, mom=0.9), adam=Adam, radam=RAdam, ranger=partial(ranger, k=3),

@@ -10,7 +10,7 @@ from fastai.losses import MSELossFlat
 from fastai.optimizer import OptimWrapper, Lookahead, SGD
 from walkopt.callback import WalkCallback
 from walkopt.core import HostCopy, walk_to_best, walk_multipliers
-from walkopt.test_utils import tiny_learner, fit_quietly, optimizer_state, SnapshotBeforeStep, FailingLoss, nan_loss_at, LateHostCopy, ReplayLrs
+from walkopt.test_utils import tiny_learner, fit_quietly, optimizer_state, SnapshotBeforeStep, FailingLoss, nan_loss_at, LateHostCopy, ReplayLrs, allocations
 
 def same_state(a, b): return all(a_.keys() == b_.keys() and all(torch.equal(a_[k], b_[k]) for k in a_) for a_, b_ in zip(a, b))
 
@@ -66,10 +66,10 @@ def test_with_save_model_and_early_stopping(tmp_path):
     assert (tmp_path / 'models' / 'best.pth').exists()
     assert len(learn.walk.history) > 0 and learn.walk.history['iter'].iloc[0] == 0
 
-def walked(**kwargs):
-    "History and weights of a seeded 2-epoch walk on the CPU, with a host copy made by `kwargs.get('copy', HostCopy)`"
+def walked(copy=HostCopy):
+    "History and weights of a seeded 2-epoch walk on the CPU, with a host copy made by `copy`"
     walk = WalkCallback()
-    walk.host_copy = kwargs.get('copy', HostCopy)
+    walk.host_copy = copy
     learn = fit_quietly(tiny_learner(cbs=walk), 2)
     return learn.walk.history, [p.detach().clone() for p in learn.model.parameters()]
 
@@ -151,7 +151,6 @@ def test_a_large_finite_step_is_kept():
 
 def bytes_live_at_first_trial(state:bool) -> int:
     "Bytes a walk of one 1M-weight Adam layer holds beyond what it started with, at the moment its first trial runs"
-    from torch.profiler import profile, ProfilerActivity
     torch.manual_seed(0)
     layer = nn.Linear(1000, 1000, bias=False)
     opt = torch.optim.Adam(layer.parameters(), lr=1e-3)
@@ -161,12 +160,9 @@ def bytes_live_at_first_trial(state:bool) -> int:
     def loss_fn():
         if not marker: marker.append(torch.empty(12345, dtype=torch.uint8))  # a size to find among the allocations
         return layer(x).square().mean()
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        walk_to_best(list(layer.parameters()), loss_fn, opt.step, walk_multipliers(3, 2.), layer, opt.state if state else None)
-    live = 0
-    for e in sorted((e for e in prof.profiler.kineto_results.events() if e.name() == '[memory]'), key=lambda e: e.start_ns()):
-        if e.nbytes() == 12345: return live
-        live += e.nbytes()
+    deltas = allocations(lambda: walk_to_best(list(layer.parameters()), loss_fn, opt.step, walk_multipliers(3, 2.), layer,
+                                              opt.state if state else None))
+    return sum(deltas[:deltas.index(12345)])
 
 def test_the_optimizer_state_copy_is_gone_before_the_trials():
     "During the trials the walk holds the start and the step (2 copies of the weights), not Adam's 2 moments beside them"

@@ -12,13 +12,11 @@ from fastai.callback.fp16 import MixedPrecision
 from fastai.optimizer import SGD, Lookahead, OptimWrapper
 from walkopt.core import all_finite, losses_along
 from walkopt.callback import WalkCallback
-from walkopt.test_utils import tiny_learner, fit_quietly, ReplayLrs, nan_loss_at, optimizer_state, run_hooks_inside
+from walkopt.test_utils import tiny_learner, fit_quietly, ReplayLrs, nan_loss_at, optimizer_state, run_hooks_inside, max_gap
 
 DEVICE = os.environ.get('WALKOPT_GPU_TEST_DEVICE', 'cuda')
 pytestmark = pytest.mark.skipif(DEVICE == 'cuda' and not torch.cuda.is_available(), reason='needs a CUDA GPU')
 cuda_only = pytest.mark.skipif(DEVICE != 'cuda', reason='CUDA only')
-
-def max_gap(a, b): return max((x - y).abs().max().item() for x, y in zip(a, b))
 
 @pytest.fixture(autouse=True)
 def deterministic(monkeypatch):

@@ -6,9 +6,7 @@ from torch import nn
 from fastai.callback.core import Callback
 from walkopt.core import AutoTrials
 from walkopt.callback import WalkCallback
-from walkopt.test_utils import tiny_learner, fit_quietly
-
-def max_gap(a, b): return max((x - y).abs().max().item() for x, y in zip(a, b))
+from walkopt.test_utils import tiny_learner, fit_quietly, max_gap
 
 @pytest.mark.parametrize('layer, name', [(nn.SyncBatchNorm(16), 'SyncBatchNorm'), (nn.DataParallel(nn.BatchNorm1d(16)), 'DataParallel')])
 def test_vmap_refuses_what_it_cannot_run_by_name(layer, name):

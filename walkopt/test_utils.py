@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_test_utils.ipynb #aacd20be
 from __future__ import annotations
-import contextlib
+import contextlib, os
 from typing import Callable
 from unittest import mock
 from fastai.basics import *
@@ -15,7 +15,8 @@ from .data import tensor_dls
 
 # %% auto #0
 __all__ = ['HOST_READS', 'PER_BATCH_HOOKS', 'tiny_learner', 'ReplayLrs', 'fit_quietly', 'optimizer_state', 'SnapshotBeforeStep',
-           'FailingLoss', 'NanLossAt', 'nan_loss_at', 'host_reads', 'LateHostCopy', 'run_hooks_inside']
+           'FailingLoss', 'NanLossAt', 'nan_loss_at', 'max_gap', 'quiet_stderr', 'allocations', 'host_reads',
+           'LateHostCopy', 'run_hooks_inside']
 
 # %% ../nbs/09_test_utils.ipynb #26f25f7d
 def tiny_learner(lr=1e-3, opt_func=Adam, dropout=0.2, bn=True, seed=0, bs=16, n_train=8, device='cpu', **kwargs) -> Learner:
@@ -83,6 +84,27 @@ def nan_loss_at(learn:Learner, iters) -> Learner:
     learn.loss_func = NanLossAt(iters)
     learn.loss_func.learn = learn
     return learn
+
+# %% ../nbs/09_test_utils.ipynb #a13d37d8
+def max_gap(a, b) -> float:
+    "Largest difference between two sequences of tensors"
+    return max((x - y).abs().max().item() for x, y in zip(a, b))
+
+@contextlib.contextmanager
+def quiet_stderr():
+    "Within: the process's stderr goes nowhere (the torch profiler logs its start and stop there)"
+    saved = os.dup(2)
+    with open(os.devnull, 'w') as null:
+        os.dup2(null.fileno(), 2)
+        try: yield
+        finally: os.dup2(saved, 2); os.close(saved)
+
+def allocations(fn:Callable) -> list[int]:
+    "Bytes of each CPU allocation (+) and release (-) made while `fn()` ran, in order (the torch profiler's memory events)"
+    from torch.profiler import profile, ProfilerActivity
+    with quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof: fn()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == '[memory]'), key=lambda e: e.start_ns())
+    return [e.nbytes() for e in events]
 
 # %% ../nbs/09_test_utils.ipynb #9cbd443f
 HOST_READS = ('item', 'tolist', '__bool__', '__float__', '__int__', '__index__')
