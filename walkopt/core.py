@@ -12,7 +12,7 @@ from torch import nn, Tensor
 
 # %% auto #0
 __all__ = ['TRIALS', 'check_int', 'check_float', 'check_choice', 'walk_multipliers', 'device_grid', 'pick_winner', 'clamp',
-           'recentre', 'trial_mode', 'trial_rng_devices', 'current_autocast', 'move_to', 'scalar_loss', 'world_size',
+           'recentre', 'trial_mode', 'trial_rng_devices', 'current_autocast', 'move_to', 'sample_losses', 'world_size',
            'mean_across_processes', 'losses_along', 'has_layer', 'vmap_obstacle', 'losses_vmapped', 'faster_trials',
            'synchronized_clock', 'AutoTrials', 'all_finite', 'snapshot_state', 'Walk', 'settle_at', 'walk_to_best',
            'HostCopy']
@@ -54,9 +54,17 @@ def device_grid(mults:Sequence[float], device) -> Tensor:
     return _grid_on(tuple(map(float, mults)), torch.device(device))
 
 # %% ../nbs/00_core.ipynb #5c8b0ef9
-def pick_winner(losses:Tensor) -> Tensor:
-    "Index of the lowest finite loss, as a tensor on the losses' device: the first on ties, `0` (staying put) when none is finite"
-    return torch.where(torch.isfinite(losses), losses, torch.inf).argmin()
+def pick_winner(losses:Tensor, accept:float=None) -> Tensor:
+    "Index of the winning candidate (rows of `losses`: candidates, ascending; columns: samples), a tensor on their device"
+    means = losses.mean(1) if losses.ndim == 2 else losses
+    finite = torch.isfinite(means)
+    best = torch.where(finite, means, torch.inf).argmin()
+    if accept is None or losses.ndim < 2 or losses.shape[1] < 2: return best
+    paired = losses - losses[best]  # the same samples: their noise cancels out of the difference
+    place = torch.arange(len(means), device=means.device)
+    improves = (means < means[0]) | ~finite[0] | (place == best)  # a move must beat staying put (a tie is no reason to move)
+    passes = finite & improves & (paired.mean(1) <= accept * paired.std(1))
+    return torch.where(passes, place, 0).max()
 
 # %% ../nbs/00_core.ipynb #e138bd75
 def clamp(x:float, bounds:tuple[float,float]) -> float:
@@ -107,12 +115,12 @@ def move_to(params:Sequence[Tensor], origin:Sequence[Tensor], delta:Sequence[Ten
         if mult: torch._foreach_add_(list(params), list(delta), alpha=mult)
 
 # %% ../nbs/00_core.ipynb #3ae9bfb6
-def scalar_loss(loss) -> Tensor:
-    "`loss` as a detached float32 scalar; `ValueError` if the loss function did not return one value"
-    if not isinstance(loss, Tensor) or loss.numel() != 1:
+def sample_losses(loss) -> Tensor:
+    "`loss` as a detached float32 vector: per-sample losses (`reduction='none'`), or one entry for a reduced loss"
+    if not isinstance(loss, Tensor) or loss.numel() == 0:
         shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
-        raise ValueError(f"the loss function must return a scalar tensor to walk on, got {shape}")
-    return loss.detach().float().reshape(())
+        raise ValueError(f"the loss function must return a loss tensor to walk on, got {shape}")
+    return loss.detach().float().reshape(-1)
 
 # %% ../nbs/00_core.ipynb #9c0d6634
 def world_size() -> int:
@@ -131,7 +139,7 @@ TRIALS = ('loop', 'vmap')
 
 def losses_along(params:Sequence[Tensor], origin:Sequence[Tensor], delta:Sequence[Tensor], mults:Sequence[float],
                  loss_fn:Callable[..., Tensor], module:nn.Module=None, trials:str='loop') -> Tensor:
-    "Loss at `origin + m*delta` for each `m` in `mults`: no gradients, no trace in `module`'s buffers, same randomness for all"
+    "Losses at `origin + m*delta`, a row for each `m` in `mults`: no gradients, no trace in `module`'s buffers, same randomness for all"
     devices = trial_rng_devices(module, params)
     with torch.no_grad(), trial_mode(module if module is not None else nn.Module()):
         if trials == 'vmap':
@@ -140,7 +148,7 @@ def losses_along(params:Sequence[Tensor], origin:Sequence[Tensor], delta:Sequenc
             losses = []
             for m in mults:
                 move_to(params, origin, delta, m)
-                with torch.random.fork_rng(devices=devices): losses.append(scalar_loss(loss_fn()))
+                with torch.random.fork_rng(devices=devices): losses.append(sample_losses(loss_fn()))
             losses = torch.stack(losses)
     losses = losses.to(params[0].device, non_blocking=True)  # where the winner is used (a no-op unless the loss is elsewhere)
     return mean_across_processes(losses)  # each process judged its own shard: all must pick one winner
@@ -160,14 +168,14 @@ def vmap_obstacle(module:nn.Module|None, params:Sequence[Tensor]) -> str|None:
 
 def losses_vmapped(module:nn.Module, params:Sequence[Tensor], origin:Sequence[Tensor], delta:Sequence[Tensor],
                    mults:Sequence[float], loss_fn:Callable[[Callable], Tensor]) -> Tensor:
-    "Loss at `origin + m*delta` for each `m` in `mults` in one `vmap`ped forward of `module`"
+    "Losses at `origin + m*delta`, a row for each `m` in `mults`, in one `vmap`ped forward of `module`"
     if (obstacle := vmap_obstacle(module, params)) is not None: raise ValueError(f"trials='vmap': {obstacle}")
     names = {id(p): n for n, p in module.named_parameters()}
     def stacked(o, d):
         m = device_grid(mults, o.device).to(o.dtype).view(-1, *[1] * o.dim())
         return o.unsqueeze(0) + m * d.unsqueeze(0)
     weights = {names[id(p)]: stacked(o, d) for p, o, d in zip(params, origin, delta)}
-    def one(w): return scalar_loss(loss_fn(lambda *args: torch.func.functional_call(module, w, args)))
+    def one(w): return sample_losses(loss_fn(lambda *args: torch.func.functional_call(module, w, args)))
     return torch.func.vmap(one, randomness='same')(weights)
 
 # %% ../nbs/00_core.ipynb #f50a3fec
@@ -273,7 +281,7 @@ def snapshot_state(state:dict, params:Sequence[Tensor]) -> Callable:
 class Walk(NamedTuple):
     "What a walk found, as tensors on the parameters' device: reading one is a host-device synchronisation"
     winner: Tensor # Index of the winning multiplier (0 when the step was not finite)
-    losses: Tensor # Loss at each candidate
+    losses: Tensor # Mean loss at each candidate
     finite: Tensor # Whether the step was finite (if not, it was undone)
     undo_on_host: Callable[[], None] # Run it if `finite` is false, before the next step: the rest of the undo
 
@@ -285,8 +293,8 @@ def settle_at(params:Sequence[Tensor], origin:Sequence[Tensor], delta:list[Tenso
         for p, o in zip(params, origin): torch.where(moved, p, o, out=p.data)  # `0*nan` is `nan`: `origin` itself
 
 def walk_to_best(params:Sequence[Tensor], loss_fn:Callable[..., Tensor], step:Callable[[], None],
-                 mults:Sequence[float], module:nn.Module=None, state:dict=None, trials='loop') -> Walk:
-    "Step once, try `origin + m*(stepped - origin)` for each `m` in `mults`, settle at the best; undo a non-finite step"
+                 mults:Sequence[float], module:nn.Module=None, state:dict=None, trials='loop', accept:float=None) -> Walk:
+    "Step once, try `origin + m*(stepped - origin)` for each `m` in `mults`, settle at the winner (`pick_winner`); undo a non-finite step"
     evaluate = trials if callable(trials) else functools.partial(losses_along, trials=check_choice('trials', trials, TRIALS))
     params = list(params)
     origin = [p.detach().clone() for p in params]
@@ -306,9 +314,9 @@ def walk_to_best(params:Sequence[Tensor], loss_fn:Callable[..., Tensor], step:Ca
         settle_at(params, origin, delta, 1., finite)
         if not finite: undo_on_host()  # a host read, on the way out only
         raise
-    winner = torch.where(finite, pick_winner(losses), 0)
+    winner = torch.where(finite, pick_winner(losses, accept), 0)
     settle_at(params, origin, delta, torch.take(device_grid(mults, params[0].device), winner), winner > 0)
-    return Walk(winner, losses, finite, undo_on_host)
+    return Walk(winner, losses.mean(1), finite, undo_on_host)
 
 # %% ../nbs/00_core.ipynb #a377fc8f
 class HostCopy:
