@@ -104,7 +104,7 @@ def test_schedule_keeps_its_shape_around_the_walked_scale(method):
 
 def test_fine_tune():
     "freeze + fit_one_cycle, then unfreeze + fit_one_cycle on discriminative lrs"
-    learn = tiny_learner(bn=False, cbs=WalkCallback())
+    learn = tiny_learner(bn=False, cbs=WalkCallback(accept=None))  # the lowest loss wins: never worse than staying put
     learn.create_opt()
     frozen_phase = []
     body = lambda: [p.detach().cpu().clone() for p in learn.opt.param_lists[0]]  # fit moves the model to the GPU
@@ -211,10 +211,10 @@ def test_repeated_fit_walks_do_not_compound_the_settle_factor():
 @pytest.mark.parametrize('saved_after, settles_again', [(2, False), (1, True)])
 def test_resumed_run_settles_once(tmp_path, saved_after, settles_again):
     "Saved mid-fit after the settle (epoch 2 of 4) it is not applied twice; saved before it (epoch 1), it still happens"
-    learn = tiny_learner(cbs=[WalkCallback(walk_until=0.5), SaveModelCallback(every_epoch=True, with_opt=True, fname='m')])
+    learn = tiny_learner(cbs=[WalkCallback(walk_until=0.5, settle_factor=4.), SaveModelCallback(every_epoch=True, with_opt=True, fname='m')])
     learn.path = tmp_path
     fit_quietly(learn, 4)
-    resumed = tiny_learner(cbs=WalkCallback(walk_until=0.5))
+    resumed = tiny_learner(cbs=WalkCallback(walk_until=0.5, settle_factor=4.))
     resumed.path = tmp_path
     resumed.load(f'm_{saved_after}', with_opt=True)
     saved = resumed.opt.hypers[-1]['walk_scale']
@@ -264,7 +264,7 @@ def test_fit_walk_walks_then_anneals():
     assert h['iter'].tolist() == [0, 1, 2, 3, 4]  # pct_train < 0.3 of 16 iterations
     lrs = np.array(learn.recorder.lrs[5:])
     assert (np.diff(lrs) < 0).all() and lrs[-1] < lrs[0] / 20  # a cosine from the walked lr down
-    close(lrs[0] / (1e-4 * learn.walk.scale * 4), 1., eps=0.05)  # settled at 4x the walked centre
+    close(lrs[0] / (1e-4 * learn.walk.scale * learn.walk.centre.settle_factor), 1., eps=0.05)  # settled at the factor x the walked centre
     assert learn.walk.walk_until == 1.  # the walk is left as it was, for later fits
 
 def test_fit_walk_uses_a_walk_subclass_already_there():
@@ -338,3 +338,25 @@ def test_syncbatchnorm_is_named_as_a_host_read():
     learn = tiny_learner(cbs=WalkCallback())
     learn.model[1] = nn.SyncBatchNorm(16)  # a single process: it normalises as BatchNorm does
     with pytest.warns(UserWarning, match='SyncBatchNorm reads from the device'): fit_quietly(learn)
+
+def winner_ranks(history) -> list[tuple[int, int]]:
+    "Per walk: the winner's place in the grid and the lowest loss's"
+    return [(r.lrs.index(r.lr), int(np.argmin(r.losses))) for r in history.itertuples()]
+
+def test_accept_takes_larger_steps_than_the_lowest_loss_and_leaves_the_loss_function_as_it_was():
+    learn = fit_quietly(tiny_learner(cbs=WalkCallback()), 2)
+    ranks = winner_ranks(learn.walk.history)
+    assert all(won >= lowest for won, lowest in ranks) and any(won > lowest for won, lowest in ranks)
+    assert learn.loss_func.reduction == 'mean'  # set to 'none' for the trials only
+    assert learn.recorder.losses[-1].numel() == 1
+
+def test_accept_without_per_sample_losses_keeps_the_lowest():
+    "A loss function with no `reduction` to set gives one value per trial: no noise to weigh, the lowest loss wins"
+    learn = tiny_learner(cbs=WalkCallback(accept=3.))
+    learn.loss_func = lambda pred, targ: ((pred - targ) ** 2).mean()
+    fit_quietly(learn, 1)
+    assert all(won == lowest for won, lowest in winner_ranks(learn.walk.history))
+
+def test_accept_is_checked():
+    for bad in (-1., float('nan'), 'high'):
+        with pytest.raises(ValueError, match='accept'): WalkCallback(accept=bad)

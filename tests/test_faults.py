@@ -193,7 +193,7 @@ def test_an_interrupted_undo_is_finished_before_lr_find_saves_the_optimizer():
     assert all(s['step'] == 2 for s in optimizer_state(learn))
 
 def test_a_checkpoint_saved_after_the_settle_starts_a_new_fit_from_the_walked_centre(tmp_path):
-    learn = tiny_learner(cbs=[WalkCallback(walk_until=0.5), SaveModelCallback(every_epoch=True, with_opt=True, fname='m')])
+    learn = tiny_learner(cbs=[WalkCallback(walk_until=0.5, settle_factor=4.), SaveModelCallback(every_epoch=True, with_opt=True, fname='m')])
     learn.path = tmp_path
     fit_quietly(learn, 2)
     learn.load('m_1', with_opt=True)  # saved after the settle: the optimizer holds the settled scale

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import functools, math, statistics, warnings
 from collections import deque
+from contextlib import contextmanager
 from typing import Callable
 import numpy as np, pandas as pd, torch
 from fastcore.basics import noop, patch
@@ -20,7 +21,7 @@ from .core import *
 
 # %% auto #0
 __all__ = ['SCALE_HYPER', 'SETTLED_HYPER', 'WALKED_HYPER', 'HISTORY_COLUMNS', 'optimizer_steps', 'GridCentre', 'WalkLog',
-           'TrialJudge', 'check_walkable', 'show_walked_lrs', 'WalkLrMetric', 'WalkCallback']
+           'per_sample_losses', 'TrialJudge', 'check_walkable', 'show_walked_lrs', 'WalkLrMetric', 'WalkCallback']
 
 # %% ../nbs/01_callback.ipynb #5ffc6ec0
 def optimizer_steps(opt) -> tuple:
@@ -103,9 +104,20 @@ class WalkLog:
         return self.mults[winner] if finite else None
 
 # %% ../nbs/01_callback.ipynb #aca10a3c
+@contextmanager
+def per_sample_losses(loss_func, on:bool=True):
+    "Within: `loss_func` returns per-sample losses, if `on` and it has a `reduction` to set"
+    before = getattr(loss_func, 'reduction', None) if on else None
+    if before is not None: loss_func.reduction = 'none'
+    try: yield
+    finally:
+        if before is not None: loss_func.reduction = before
+
 class TrialJudge:
     "What the trials are judged on: the training batch `lag` steps back, its first `size` samples, as the training forward ran"
-    def __init__(self, lag:int=4, size:int=None): self.lag, self.size = lag, size; self.reset()
+    def __init__(self, lag:int=4, size:int=None, per_sample:bool=False):
+        self.lag, self.size, self.per_sample = lag, size, per_sample
+        self.reset()
     def reset(self):
         "Forget the fit's batches"
         self.recent, self.autocast, self.to_model = deque(maxlen=max(self.lag, 1)), None, None
@@ -121,11 +133,11 @@ class TrialJudge:
         "The loss of a trial: through `forward` (`vmap`'s) or `learn.model`"
         xb, yb = self.recent[0] if self.recent else self.cut(learn.xb, learn.yb)
         if self.to_model is not None: self.to_model()  # fp32 master weights into the fp16 model (`to_non_native_fp16`)
-        with torch.autocast(**self.autocast):
+        with torch.autocast(**self.autocast), per_sample_losses(learn.loss_func, self.per_sample):
             pred = (forward or learn.model)(*xb)
             floated = self.autocast['enabled'] or self.to_model is not None  # as `MixedPrecision`/`NonNativeMixedPrecision` do
             return learn.loss_func(to_float(pred) if floated else pred, *yb)
-    def __getstate__(self): return dict(lag=self.lag, size=self.size)  # no batches in an export
+    def __getstate__(self): return dict(lag=self.lag, size=self.size, per_sample=self.per_sample)  # no batches in an export
     def __setstate__(self, state): self.__init__(**state)
 
 # %% ../nbs/01_callback.ipynb #e3b5af4a
@@ -168,7 +180,7 @@ class WalkLrMetric(ValueMetric):
     "The epoch table's `walk_lr` column: median lr the walk used in the epoch"
 
 class WalkCallback(Callback):
-    "Each training step, try several multiples of the optimizer's update and move to the one with the lowest loss"
+    "Each training step, try several multiples of the optimizer's update and move to the largest one not clearly worse than the best"
     order, run_valid = 45, False
     host_copy = HostCopy  # makes the copy that brings each walk's result to the host (tests swap in one that lands late)
     _stateattrs = ('_log',)
@@ -182,7 +194,8 @@ class WalkCallback(Callback):
         smooth:float=0., # Re-centre on the winner at once (0) or move the centre part of the way, in log space (0..1)
         every:int=1, # Walk every `every` iterations; step at the walked lr in between
         walk_until:float=1., # Fraction of training after which the walk stops and the scale settles
-        settle_factor:float=4., # When the walk stops: multiple of the typical centre of its latter half to settle at
+        settle_factor:float=2., # When the walk stops: multiple of the typical centre of its latter half to settle at
+        accept:float=.1, # Keep the largest lr that beats staying put, its loss within this many standard deviations (per sample) of the lowest (None: the lowest)
         trials='loop', # How candidates are evaluated: 'loop' (one forward each), 'vmap' (one batched forward), 'auto' (the faster, timed)
         trial_size:int=None, # Judge on the first `trial_size` samples of the batch only (None: all of it)
     ):
@@ -195,7 +208,9 @@ class WalkCallback(Callback):
         settle_factor = check_float('settle_factor', settle_factor, above=0)
         if not isinstance(trials, AutoTrials): trials = check_choice('trials', trials, ('auto', *TRIALS))
         self.trials = AutoTrials() if trials == 'auto' else trials
-        self.judge = TrialJudge(check_int('judge_lag', judge_lag, 0), None if trial_size is None else check_int('trial_size', trial_size, 1))
+        self.accept = None if accept is None else check_float('accept', accept, at_least=0)
+        self.judge = TrialJudge(check_int('judge_lag', judge_lag, 0), None if trial_size is None else check_int('trial_size', trial_size, 1),
+                                per_sample=self.accept is not None)
         min_scale = check_float('min_scale', min_scale, above=0)
         max_scale = check_float('max_scale', max_scale, at_least=min_scale)
         scale = check_float('scale', scale, above=0)
@@ -284,7 +299,7 @@ class WalkCallback(Callback):
         state = getattr(self.opt, 'opt', self.opt).state  # per-parameter state of fastai's, Lookahead's inner or torch's optimizer
         try:
             loss = functools.partial(self.judge.loss, self.learn)
-            walk = walk_to_best(params, loss, step, self.mults, self.model, state, self.trials)
+            walk = walk_to_best(params, loss, step, self.mults, self.model, state, self.trials, self.accept)
             after_walk(walk.finite)
             def undo(): walk.undo_on_host(); uncount()
             self._log.push(walk, undo, iter=self.train_iter, epoch=self.epoch, base_lr=self._base_lrs[-1], scale=self.centre.value)
