@@ -9,8 +9,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Re-install when the package's requirements change.
-$(VENV)/.installed: $(BIN)/python setup.py settings.ini
-	$(BIN)/python -m pip install -q -e ".[dev]"
+$(VENV)/.installed: $(BIN)/python setup.py settings.ini constraints-dev.txt
+	$(BIN)/python -m pip install -q -e ".[dev]" -c constraints-dev.txt
 	touch $@
 
 # The comparison on MNIST-1D: the walk vs lr_find + fit_one_cycle, fit_one_cycle and fit (about 2 minutes on 2 cores).
