@@ -360,3 +360,20 @@ def test_accept_without_per_sample_losses_keeps_the_lowest():
 def test_accept_is_checked():
     for bad in (-1., float('nan'), 'high'):
         with pytest.raises(ValueError, match='accept'): WalkCallback(accept=bad)
+
+def test_fit_walk_shows_and_checks_the_walk_options():
+    from fastai.learner import Learner
+    import inspect
+    shown = inspect.signature(Learner.fit_walk).parameters
+    assert {'n_lrs', 'judge_lag', 'accept', 'settle_factor', 'pct_walk'} <= set(shown) and 'walk_until' not in shown
+    for cbs in ([], [WalkCallback()]):
+        learn = tiny_learner(cbs=cbs)
+        with pytest.raises(TypeError, match="'n_lr'"): learn.fit_walk(1, n_lr=5)
+        with pytest.raises(TypeError, match='pct_walk'): learn.fit_walk(1, walk_until=0.5)
+        with pytest.raises(ValueError, match='pct_walk'): learn.fit_walk(1, pct_walk=2)
+
+def test_pct_walk_is_for_that_fit_only():
+    learn = fit_quietly(tiny_learner(cbs=WalkCallback(walk_until=0.75)), 2, 'fit_walk', pct_walk=0.25)
+    assert len(learn.walk.history) == 4 and learn.walk.walk_until == 0.75  # walked a quarter; the option is as it was
+    fit_quietly(learn, 2)
+    assert len(learn.walk.history) == 12  # a plain fit walks its own three quarters

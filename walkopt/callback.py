@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_callback.ipynb #f42fae17
 from __future__ import annotations
-import functools, math, statistics, warnings
+import functools, inspect, math, statistics, warnings
 from collections import deque
 from contextlib import contextmanager
 from typing import Callable
@@ -21,7 +21,8 @@ from .core import *
 
 # %% auto #0
 __all__ = ['SCALE_HYPER', 'SETTLED_HYPER', 'WALKED_HYPER', 'HISTORY_COLUMNS', 'optimizer_steps', 'GridCentre', 'WalkLog',
-           'per_sample_losses', 'TrialJudge', 'check_walkable', 'show_walked_lrs', 'WalkLrMetric', 'WalkCallback']
+           'per_sample_losses', 'TrialJudge', 'check_walkable', 'show_walked_lrs', 'check_fraction', 'WalkLrMetric',
+           'WalkCallback', 'with_walk_options']
 
 # %% ../nbs/01_callback.ipynb #5ffc6ec0
 def optimizer_steps(opt) -> tuple:
@@ -176,6 +177,12 @@ def show_walked_lrs(learn:Learner, rows:list[dict]):
         learn.recorder.hps = {'lr': learn.recorder.lrs}  # for `plot_sched`; a ParamScheduler overwrites it next
 
 # %% ../nbs/01_callback.ipynb #ce798aa2
+def check_fraction(name:str, value) -> float:
+    "`value` as a fraction of training in (0, 1], or a `ValueError` naming `name`"
+    value = check_float(name, value, above=0)
+    if value > 1: raise ValueError(f"`{name}` is a fraction of training, at most 1, got {value!r}")
+    return value
+
 class WalkLrMetric(ValueMetric):
     "The epoch table's `walk_lr` column: median lr the walk used in the epoch"
 
@@ -203,8 +210,7 @@ class WalkCallback(Callback):
         smooth = check_float('smooth', smooth, at_least=0)
         if smooth >= 1: raise ValueError(f"`smooth` must be below 1 (1 would never move the centre), got {smooth!r}")
         self.every = check_int('every', every, 1)
-        self.walk_until = check_float('walk_until', walk_until, above=0)
-        if self.walk_until > 1: raise ValueError(f"`walk_until` is a fraction of training, at most 1, got {walk_until!r}")
+        self.walk_until = check_fraction('walk_until', walk_until)
         settle_factor = check_float('settle_factor', settle_factor, above=0)
         if not isinstance(trials, AutoTrials): trials = check_choice('trials', trials, ('auto', *TRIALS))
         self.trials = AutoTrials() if trials == 'auto' else trials
@@ -220,9 +226,13 @@ class WalkCallback(Callback):
         self._init_state()
 
     def _init_state(self):
-        self._log, self._base_lrs = None, None
+        self._log, self._base_lrs, self._until, self._next_until = None, None, self.walk_until, None
         self._walking = self._training_fit = self._stepped = self._warned = False
         self._steps = 0
+
+    def for_next_fit(self, walk_until:float|None):
+        "Walk until `walk_until` of the next fit only (`fit_walk`'s `pct_walk`; `None` cancels): the option itself stays"
+        self._next_until = None if walk_until is None else check_fraction('walk_until', walk_until)
 
     @property
     def scale(self) -> float:
@@ -252,6 +262,7 @@ class WalkCallback(Callback):
 
     def before_fit(self):
         self._take_in()  # a walk an interrupted fit left on its way: finished before anything saves the optimizer (`lr_find`)
+        self._until, self._next_until = self._next_until or self.walk_until, None
         self._walking = not hasattr(self.learn, 'lr_finder')
         self._training_fit = self._walking and not self.learn.lock.locked()  # `validate`, `get_preds` hold the lock
         self._drop_column()
@@ -273,7 +284,7 @@ class WalkCallback(Callback):
 
     def after_batch(self):
         "Keep the batch for judging later steps, if it took a step (not a skipped micro-batch) while walking"
-        if self._stepped and self.pct_train < self.walk_until: self.judge.keep(self.xb, self.yb)
+        if self._stepped and self.pct_train < self._until: self.judge.keep(self.xb, self.yb)
 
     def after_pred(self):
         if self._walking: self.judge.autocast = current_autocast(self.model)
@@ -288,7 +299,7 @@ class WalkCallback(Callback):
         self._take_in()
         params = self._walk_params()
         if not params: return
-        walking = self.pct_train < self.walk_until
+        walking = self.pct_train < self._until
         if not walking and not self.centre.settled: self._settle()
         self._stepped = True
         self._base_lrs = [h['lr'] for h in self.opt.hypers]
@@ -367,11 +378,26 @@ class WalkCallback(Callback):
         return params
 
 # %% ../nbs/01_callback.ipynb #331ff0c3
+def with_walk_options(f:Callable) -> Callable:
+    "`f`'s signature with `WalkCallback`'s options in place of `**kwargs` (but `walk_until`), for `help` and tab completion"
+    # fastcore's `delegates` does this, but fails on any `**kwargs` function with fastcore 1.14 (the dev toolchain's)
+    sig = inspect.signature(f)
+    walk = [p.replace(kind=p.KEYWORD_ONLY) for n, p in inspect.signature(WalkCallback.__init__).parameters.items()
+            if n not in ('self', 'walk_until')]
+    f.__signature__ = sig.replace(parameters=[*[p for p in sig.parameters.values() if p.kind != p.VAR_KEYWORD], *walk])
+    return f
+
 @patch
+@with_walk_options
 def fit_walk(self:Learner, n_epoch:int, lr=None, pct_walk:float=0.3, div_final:float=1e5, wd=None, cbs=None,
              reset_opt:bool=False, start_epoch:int=0, **walk_kwargs):
     "Walk for the first `pct_walk` of training to find the lr, settle, then anneal it with a cosine to 1/`div_final`"
-    pct_walk = check_float('pct_walk', pct_walk, above=0)
+    pct_walk = check_fraction('pct_walk', pct_walk)
+    options = inspect.signature(Learner.fit_walk).parameters
+    for name in walk_kwargs:
+        if name == 'walk_until': raise TypeError("fit_walk() takes the walk's length as `pct_walk`, not `walk_until`")
+        if name not in options:
+            raise TypeError(f"fit_walk() got an unexpected keyword argument {name!r}: neither its own nor a WalkCallback option")
     walk = next((cb for cb in [*self.cbs, *L(cbs)] if isinstance(cb, WalkCallback)), None)  # a subclass's name too
     if walk is None: self.add_cb(walk := WalkCallback(**walk_kwargs))  # stays, like any added callback
     elif walk_kwargs: raise ValueError(f"there is a WalkCallback already: set {', '.join(walk_kwargs)} on it (`learn.{walk.name}`)")
@@ -379,6 +405,6 @@ def fit_walk(self:Learner, n_epoch:int, lr=None, pct_walk:float=0.3, div_final:f
     self.opt.set_hyper('lr', self.lr if lr is None else lr)
     lr = np.array([h['lr'] for h in self.opt.hypers])
     anneal = ParamScheduler({'lr': combined_cos(pct_walk, lr, lr, lr / div_final)})  # `fit_flat_cos`'s, which drops `start_epoch`
-    old, walk.walk_until = walk.walk_until, pct_walk
+    walk.for_next_fit(pct_walk)
     try: self.fit(n_epoch, cbs=[anneal, *L(cbs)], wd=wd, reset_opt=reset_opt, start_epoch=start_epoch)
-    finally: walk.walk_until = old
+    finally: walk.for_next_fit(None)  # used up by the fit, unless it failed before starting
