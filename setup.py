@@ -16,7 +16,8 @@ setuptools.setup(
     keywords=cfg['keywords'].split(), packages=setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
     include_package_data=True, zip_safe=False, python_requires='>=' + cfg['min_python'],
     install_requires=cfg['requirements'].split(),
-    extras_require={'distributed': distributed, 'dev': cfg['dev_requirements'].split() + distributed},
+    extras_require={'distributed': distributed, 'dev': cfg['dev_requirements'].split() + distributed,
+                    'ablation': cfg['ablation_requirements'].split()},  # the research harness's baselines (`nbs/12_ablation`)
     classifiers=['Development Status :: ' + cfg['status'], 'Intended Audience :: ' + cfg['audience'],
                  'License :: ' + lic[1], 'Natural Language :: ' + cfg['language'],
                  'Programming Language :: Python :: 3'],

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd, torch
 from matplotlib.figure import Figure
 from fastai.callback.core import Callback
-from .compare import DATASETS
+from .compare import DATASETS, METHODS
 from .data import mnist1d_learner
 
 # %% auto #0
@@ -94,8 +94,7 @@ def run_config(name:str, lr:float, seed:int, epochs:int=10, task:str='mnist1d') 
     else: learn = make_learner(lr, seed=seed)
     start = time.perf_counter()
     with learn.no_bar(), learn.no_logging():
-        if name == 'one_cycle': learn.fit_one_cycle(epochs, lr)
-        elif name == 'lr_find+one_cycle': learn.fit_one_cycle(epochs, lr := float(learn.lr_find(show_plot=False).valley))
+        if name in METHODS: lr = METHODS[name](learn, epochs, lr)  # `walkopt-compare`'s one-cycle baselines
         elif name == 'prodigy': learn.fit(epochs, lr := 1., cbs=ParamScheduler({'lr': SchedCos(1., 0.)}))
         elif name == 'schedule_free': learn.fit(epochs, lr := 0.0025, wd=0., cbs=ScheduleFreeMode())
         else:
