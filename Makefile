@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: demo test sync bench
+.PHONY: demo test test-range sync bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,18 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	bash tools/check_synced.sh $(BIN)
 	$(BIN)/python -m pytest
+
+# The other end of the supported range from `make test`'s toolchain (fastai 2.8.7 and fastcore 1.x, the oldest
+# supported, with the newest torch): the newest fastai 2.8 and fastcore 2.x with torch 2.13, in their own venv. The
+# library's tests only: the notebooks need the nbdev toolchain, which needs fastcore 1.x.
+RANGE := .venv-range
+$(RANGE)/.installed: setup.py settings.ini
+	$(PYTHON) -m venv $(RANGE)
+	$(RANGE)/bin/python -m pip install -q -e ".[distributed]" "fastai>=2.8.12,<2.9" "torch==2.13.*" pytest setuptools
+	touch $@
+
+test-range: $(RANGE)/.installed
+	$(RANGE)/bin/python -m pytest --ignore=tests/test_notebooks.py
 
 # Export the library from the notebooks, clean them, and render README.md from nbs/index.ipynb.
 sync: $(VENV)/.installed
