@@ -56,7 +56,7 @@ class ScheduleFreeMode(Callback):
 # %% ../nbs/12_ablation.ipynb #f31cb205
 DEFAULT_WALK = dict(judge_lag=4, accept=.1, settle_factor=2.)  # `WalkCallback`'s defaults, spelled out
 WALK_CONFIGS = {
-    'greedy, same batch (seed)': ('fit', dict(judge_lag=0, accept=None)),
+    'greedy, same batch (original idea)': ('fit', dict(judge_lag=0, accept=None)),
     'fit_walk, lowest loss, settle x4 (old default)': ('fit_walk', dict(judge_lag=4, accept=None, settle_factor=4.)),
     'fit_walk, accept .1, settle x1.5': ('fit_walk', dict(DEFAULT_WALK, settle_factor=1.5)),
     'fit_walk, accept .1, settle x2 (default)': ('fit_walk', DEFAULT_WALK),
