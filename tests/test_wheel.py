@@ -1,5 +1,5 @@
 "The wheel as a user installs it: into a fresh venv that already has fastai, with no repo on the path"
-import json, subprocess, sys, sysconfig
+import json, shutil, subprocess, sys, sysconfig
 from pathlib import Path
 import fastai, torch
 
@@ -9,7 +9,10 @@ def run(*args, **kwargs) -> str:
     return subprocess.run(args, check=True, capture_output=True, text=True, **kwargs).stdout
 
 def test_wheel_installs_beside_an_existing_fastai_and_trains(tmp_path):
-    run(sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w', str(tmp_path), str(REPO))
+    src = tmp_path / 'src'  # built from a copy: setuptools leaves build/ behind where it builds
+    shutil.copytree(REPO / 'walkopt', src / 'walkopt', ignore=shutil.ignore_patterns('__pycache__'))
+    for name in ('setup.py', 'settings.ini', 'pyproject.toml', 'README.md'): shutil.copy(REPO / name, src)
+    run(sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w', str(tmp_path), str(src))
     wheel, = tmp_path.glob('walkopt-*.whl')
     env = tmp_path / 'env'
     run(sys._base_executable, '-m', 'venv', str(env))
