@@ -12,7 +12,8 @@ from fastai.learner import load_learner
 from fastai.optimizer import SGD, Adam, RAdam, Lookahead, OptimWrapper, ranger
 from walkopt.core import recentre
 from walkopt.callback import WalkCallback
-from walkopt.test_utils import tiny_learner, ReplayLrs, fit_quietly, optimizer_state, LateHostCopy, max_gap
+from walkopt.test_utils import (tiny_learner, ReplayLrs, fit_quietly, optimizer_state, LateHostCopy, max_gap,
+                                 walked_and_replayed, random_state_after_fit)
 
 OPTIMIZERS = dict(
     sgd=SGD, sgd_momentum=partial(SGD, mom=0.9), adam=Adam, radam=RAdam, ranger=partial(ranger, k=3),
@@ -24,20 +25,15 @@ OPTIMIZERS = dict(
 def test_walk_is_the_optimizers_step_replayed(name):
     "Plain training on the walk's learning rates reaches the same weights and optimizer state"
     opt_func = OPTIMIZERS[name]
-    walked = fit_quietly(tiny_learner(opt_func=opt_func, bn=False, dropout=0., cbs=WalkCallback()), 2)
+    walked, plain = walked_and_replayed(opt_func)
     h = walked.walk.history
     assert len(h) == 16 and len(set(h['lr'])) > 2  # the walk really chose different step sizes
-    plain = fit_quietly(tiny_learner(opt_func=opt_func, bn=False, dropout=0., cbs=ReplayLrs(h['lr'])), 2)
     assert max_gap(walked.model.parameters(), plain.model.parameters()) < 1e-5
     ws, ps = ([v.double() for s in optimizer_state(l) for v in s.values()] for l in (walked, plain))
     assert len(ws) == len(ps) > 0 and max_gap(ws, ps) < 1e-4
     if isinstance(walked.opt, Lookahead):
         assert walked.opt.count == plain.opt.count == 16
         assert max_gap([p for pg in walked.opt.slow_weights for p in pg], [p for pg in plain.opt.slow_weights for p in pg]) < 1e-5
-
-def random_state_after_fit(cbs):
-    fit_quietly(tiny_learner(cbs=cbs))  # with dropout: the training forwards draw random numbers
-    return [torch.get_rng_state()] + ([torch.cuda.get_rng_state()] if torch.cuda.is_available() else [])
 
 def test_walk_draws_no_training_random_numbers():
     "Same seed, same random stream with or without the walk: same batches, masks and augmentations"

@@ -222,5 +222,9 @@ d = { 'settings': { 'branch': 'main',
                                     'walkopt.test_utils.nan_loss_at': ('test_utils.html#nan_loss_at', 'walkopt/test_utils.py'),
                                     'walkopt.test_utils.optimizer_state': ('test_utils.html#optimizer_state', 'walkopt/test_utils.py'),
                                     'walkopt.test_utils.quiet_stderr': ('test_utils.html#quiet_stderr', 'walkopt/test_utils.py'),
+                                    'walkopt.test_utils.random_state_after_fit': ( 'test_utils.html#random_state_after_fit',
+                                                                                   'walkopt/test_utils.py'),
                                     'walkopt.test_utils.run_hooks_inside': ('test_utils.html#run_hooks_inside', 'walkopt/test_utils.py'),
-                                    'walkopt.test_utils.tiny_learner': ('test_utils.html#tiny_learner', 'walkopt/test_utils.py')}}}
+                                    'walkopt.test_utils.tiny_learner': ('test_utils.html#tiny_learner', 'walkopt/test_utils.py'),
+                                    'walkopt.test_utils.walked_and_replayed': ( 'test_utils.html#walked_and_replayed',
+                                                                                'walkopt/test_utils.py')}}}

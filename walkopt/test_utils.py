@@ -15,8 +15,8 @@ from .data import tensor_dls
 
 # %% auto #0
 __all__ = ['HOST_READS', 'PER_BATCH_HOOKS', 'tiny_learner', 'ReplayLrs', 'fit_quietly', 'optimizer_state', 'SnapshotBeforeStep',
-           'FailingLoss', 'NanLossAt', 'nan_loss_at', 'max_gap', 'quiet_stderr', 'allocations', 'host_reads',
-           'LateHostCopy', 'run_hooks_inside']
+           'FailingLoss', 'NanLossAt', 'nan_loss_at', 'max_gap', 'quiet_stderr', 'allocations', 'walked_and_replayed',
+           'random_state_after_fit', 'host_reads', 'LateHostCopy', 'run_hooks_inside']
 
 # %% ../nbs/03_test_utils.ipynb #26f25f7d
 def tiny_learner(lr=1e-3, opt_func=Adam, dropout=0.2, bn=True, seed=0, bs=16, n_train=8, device='cpu', **kwargs) -> Learner:
@@ -105,6 +105,18 @@ def allocations(fn:Callable) -> list[int]:
     with quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof: fn()
     events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == '[memory]'), key=lambda e: e.start_ns())
     return [e.nbytes() for e in events]
+
+# %% ../nbs/03_test_utils.ipynb #7b5f1e61
+def walked_and_replayed(opt_func, n_epoch:int=2, **kwargs) -> tuple[Learner, Learner]:
+    "A walk, and plain training on the walk's lrs from the same start on the same batches (no BatchNorm, no dropout)"
+    learner = lambda cbs: tiny_learner(opt_func=opt_func, bn=False, dropout=0., cbs=cbs, **kwargs)
+    walked = fit_quietly(learner(WalkCallback()), n_epoch)
+    return walked, fit_quietly(learner(ReplayLrs(walked.walk.history['lr'])), n_epoch)
+
+def random_state_after_fit(cbs) -> list[Tensor]:
+    "The global random states (CPU, and CUDA if there is one) after a seeded 1-epoch fit of `tiny_learner` with `cbs`"
+    fit_quietly(tiny_learner(cbs=cbs))  # with dropout: the training forwards draw random numbers
+    return [torch.get_rng_state()] + ([torch.cuda.get_rng_state()] if torch.cuda.is_available() else [])
 
 # %% ../nbs/03_test_utils.ipynb #9cbd443f
 HOST_READS = ('item', 'tolist', '__bool__', '__float__', '__int__', '__index__')
