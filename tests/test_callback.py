@@ -373,3 +373,7 @@ def test_pct_walk_is_for_that_fit_only():
     assert len(learn.walk.history) == 4 and learn.walk.walk_until == 0.75  # walked a quarter; the option is as it was
     fit_quietly(learn, 2)
     assert len(learn.walk.history) == 12  # a plain fit walks its own three quarters
+
+def test_the_package_says_what_it_is():
+    import walkopt
+    assert walkopt.__doc__ and 'fastai callback' in walkopt.__doc__

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Callable
 import numpy as np, pandas as pd, torch
 from fastcore.basics import noop, patch
+from fastcore.docments import docments
 from fastcore.foundation import L
 from fastai.callback.core import Callback, CancelStepException
 from fastai.callback.fp16 import NonNativeMixedPrecision, to_model_params
@@ -22,7 +23,7 @@ from .core import *
 # %% auto #0
 __all__ = ['SCALE_HYPER', 'SETTLED_HYPER', 'WALKED_HYPER', 'HISTORY_COLUMNS', 'optimizer_steps', 'GridCentre', 'WalkLog',
            'per_sample_losses', 'TrialJudge', 'check_walkable', 'show_walked_lrs', 'check_fraction', 'WalkLrMetric',
-           'WalkCallback', 'with_walk_options']
+           'WalkCallback', 'options_doc', 'with_walk_options']
 
 # %% ../nbs/02_callback.ipynb #5ffc6ec0
 def optimizer_steps(opt) -> tuple:
@@ -376,6 +377,13 @@ class WalkCallback(Callback):
             if not p.requires_grad: p.grad = None
             elif p.grad is not None: params.append(p)
         return params
+
+# %% ../nbs/02_callback.ipynb #ebf9e0ee
+def options_doc(f:Callable) -> str:
+    "`f`'s parameters with their comments (`docments`), as text for `help`"
+    return 'Options:\n' + '\n'.join(f'  {name}: {doc}' for name, doc in docments(f).items() if doc and name != 'return')
+
+WalkCallback.__init__.__doc__ = options_doc(WalkCallback.__init__)
 
 # %% ../nbs/02_callback.ipynb #331ff0c3
 def with_walk_options(f:Callable) -> Callable:
