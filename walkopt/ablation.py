@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from fastai.callback.core import Callback
 from .compare import DATASETS, METHODS
 from .data import mnist1d_learner
+from .plot import figures_as_images  # importing it shows `Figure`s as images in a Jupyter kernel
 
 # %% auto #0
 __all__ = ['DEFAULT_WALK', 'WALK_CONFIGS', 'BASELINES', 'LR_FREE', 'LEARNERS', 'TASKS', 'digits_learner', 'ScheduleFreeMode',

@@ -19,6 +19,7 @@ from fastai.torch_core import set_seed
 from .core import check_float, check_int
 from .callback import fit_walk  # patches Learner
 from .data import mnist1d_learner, synthetic_learner
+from .plot import figures_as_images  # importing it shows `Figure`s as images in a Jupyter kernel
 
 # %% auto #0
 __all__ = ['METHODS', 'LR_FREE', 'DATASETS', 'NOT_METRICS', 'RUN_KEYS', 'check_lrs', 'writable_dir', 'EpochTimes', 'run_one',

@@ -5,6 +5,7 @@
 # %% ../nbs/04_plot.ipynb #2534a680
 from __future__ import annotations
 import math
+from functools import partial
 import numpy as np, pandas as pd
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.ticker import NullFormatter
@@ -14,8 +15,23 @@ from fastai.callback.core import Callback
 from .callback import WalkCallback
 
 # %% auto #0
-__all__ = ['check_history', 'relative_losses', 'binned_walk', 'plot_walk', 'plot_walk_iter', 'winner_positions',
-           'plot_walk_winners', 'show_in_notebook', 'ShowWalkCallback']
+__all__ = ['figures_as_images', 'check_history', 'relative_losses', 'binned_walk', 'plot_walk', 'plot_walk_iter',
+           'winner_positions', 'plot_walk_winners', 'show_in_notebook', 'ShowWalkCallback']
+
+# %% ../nbs/04_plot.ipynb #63af9fa9
+def figures_as_images() -> bool:
+    "In an IPython kernel, show matplotlib `Figure`s as PNG images (what pyplot's inline backend does); whether it could"
+    try: from IPython import get_ipython
+    except ImportError: return False
+    shell = get_ipython()
+    if shell is None: return False
+    png = shell.display_formatter.formatters['image/png']
+    if png.for_type(Figure) is None:  # none registered yet: a fresh kernel that has not imported pyplot
+        from IPython.core.pylabtools import print_figure
+        png.for_type(Figure, partial(print_figure, fmt='png', bbox_inches='tight'))
+    return True
+
+figures_as_images()
 
 # %% ../nbs/04_plot.ipynb #0dcd1c7e
 def check_history(history:pd.DataFrame) -> pd.DataFrame:
