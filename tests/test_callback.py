@@ -377,3 +377,17 @@ def test_pct_walk_is_for_that_fit_only():
 def test_the_package_says_what_it_is():
     import walkopt
     assert walkopt.__doc__ and 'fastai callback' in walkopt.__doc__
+
+@pytest.mark.parametrize('lr', [-1., 0., float('nan'), float('inf')])
+def test_an_unusable_lr_is_refused_by_name(lr):
+    for method in ('fit', 'fit_walk'):
+        with pytest.raises(ValueError, match='positive, finite lr'): fit_quietly(tiny_learner(cbs=WalkCallback()), 1, method, lr)
+
+def test_two_walks_on_one_learner_are_refused():
+    with pytest.raises(ValueError, match='one WalkCallback'): fit_quietly(tiny_learner(cbs=[WalkCallback(), WalkCallback()]))
+
+def test_a_walk_passed_to_fit_keeps_its_history():
+    "fastai removes a fit's own callbacks when the fit ends: the callback object passed in still has the walk"
+    walk = WalkCallback()
+    learn = fit_quietly(tiny_learner(), 1, 'fit', cbs=walk)
+    assert not hasattr(learn, 'walk') and len(walk.history) == 8

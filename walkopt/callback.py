@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_callback.ipynb #f42fae17
 from __future__ import annotations
-import functools, inspect, math, statistics, warnings
+import functools, inspect, math, numbers, statistics, warnings
 from collections import deque
 from contextlib import contextmanager
 from typing import Callable
@@ -22,8 +22,8 @@ from .core import *
 
 # %% auto #0
 __all__ = ['SCALE_HYPER', 'SETTLED_HYPER', 'WALKED_HYPER', 'HISTORY_COLUMNS', 'optimizer_steps', 'GridCentre', 'WalkLog',
-           'per_sample_losses', 'TrialJudge', 'check_walkable', 'show_walked_lrs', 'check_fraction', 'WalkLrMetric',
-           'WalkCallback', 'options_doc', 'with_walk_options']
+           'per_sample_losses', 'TrialJudge', 'check_walkable', 'show_walked_lrs', 'check_walk_lrs', 'check_fraction',
+           'WalkLrMetric', 'WalkCallback', 'options_doc', 'with_walk_options']
 
 # %% ../nbs/02_callback.ipynb #5ffc6ec0
 def optimizer_steps(opt) -> tuple:
@@ -178,6 +178,11 @@ def show_walked_lrs(learn:Learner, rows:list[dict]):
         learn.recorder.hps = {'lr': learn.recorder.lrs}  # for `plot_sched`; a ParamScheduler overwrites it next
 
 # %% ../nbs/02_callback.ipynb #ce798aa2
+def check_walk_lrs(lrs):
+    "A `ValueError` unless every lr of `lrs` is a positive, finite number (the walk multiplies them)"
+    if bad := [lr for lr in lrs if not (isinstance(lr, numbers.Real) and 0 < lr < math.inf)]:
+        raise ValueError(f"WalkCallback walks from a positive, finite lr, got {bad[0]!r} (`fit(n, lr)`)")
+
 def check_fraction(name:str, value) -> float:
     "`value` as a fraction of training in (0, 1], or a `ValueError` naming `name`"
     value = check_float(name, value, above=0)
@@ -271,7 +276,11 @@ class WalkCallback(Callback):
         self.judge.reset()
         if not self._training_fit: return
         self._base_lrs = None  # `fit` has just set the lrs: an interrupted fit's are not to come back
+        walks = [cb.name for cb in self.learn.cbs if isinstance(cb, WalkCallback)]
+        if len(walks) > 1: raise ValueError(f"a Learner takes one WalkCallback, this one has {len(walks)} "
+                                            f"({', '.join(walks)}): remove all but one (`learn.remove_cb`)")
         self.judge.to_model = check_walkable(self.learn, self.trials)
+        check_walk_lrs(h['lr'] for h in self.opt.hypers)
         self.centre.load(self.opt)  # the centre comes with the optimizer (a checkpoint's, if one was loaded)
         if not any(isinstance(cb, SkipToEpoch) for cb in self.learn.cbs): self.centre.unsettle()  # not a resumed run
         self._log = WalkLog(self.mults, self.host_copy())
@@ -412,6 +421,7 @@ def fit_walk(self:Learner, n_epoch:int, lr=None, pct_walk:float=0.3, div_final:f
     if self.opt is None: self.create_opt()
     self.opt.set_hyper('lr', self.lr if lr is None else lr)
     lr = np.array([h['lr'] for h in self.opt.hypers])
+    check_walk_lrs(lr.tolist())
     anneal = ParamScheduler({'lr': combined_cos(pct_walk, lr, lr, lr / div_final)})  # `fit_flat_cos`'s, which drops `start_epoch`
     walk.for_next_fit(pct_walk)
     try: self.fit(n_epoch, cbs=[anneal, *L(cbs)], wd=wd, reset_opt=reset_opt, start_epoch=start_epoch)
