@@ -391,3 +391,10 @@ def test_a_walk_passed_to_fit_keeps_its_history():
     walk = WalkCallback()
     learn = fit_quietly(tiny_learner(), 1, 'fit', cbs=walk)
     assert not hasattr(learn, 'walk') and len(walk.history) == 8
+
+def test_every_fit_keeps_the_walks_of_every_fit():
+    "fine_tune is two fits: `history` has the last, `every_fit` both, numbered"
+    learn = fit_quietly(tiny_learner(bn=False, cbs=WalkCallback()), 1, 'fine_tune', base_lr=1e-3, freeze_epochs=1)
+    every = learn.walk.every_fit
+    assert every['fit'].tolist() == [0] * 8 + [1] * 8
+    assert every[every['fit'] == 1].drop(columns='fit').reset_index(drop=True).equals(learn.walk.history)

@@ -196,7 +196,7 @@ class WalkCallback(Callback):
     "Each training step, try several multiples of the optimizer's update and move to the largest one not clearly worse than the best"
     order, run_valid = 45, False
     host_copy = HostCopy  # makes the copy that brings each walk's result to the host (tests swap in one that lands late)
-    _stateattrs = ('_log',)
+    _stateattrs = ('_log', '_earlier')
     def __init__(self,
         n_lrs:int=9, # Learning rates tried each iteration, besides staying put
         factor:float=4., # The grid spans `centre/factor` to `centre*factor`, geometrically
@@ -232,7 +232,7 @@ class WalkCallback(Callback):
         self._init_state()
 
     def _init_state(self):
-        self._log, self._base_lrs, self._until, self._next_until = None, None, self.walk_until, None
+        self._log, self._base_lrs, self._until, self._next_until, self._earlier = None, None, self.walk_until, None, []
         self._walking = self._training_fit = self._stepped = self._warned = False
         self._steps = 0
 
@@ -262,6 +262,13 @@ class WalkCallback(Callback):
         return pd.DataFrame(self._log.rows if self._log is not None else [], columns=list(HISTORY_COLUMNS))
 
     @property
+    def every_fit(self) -> pd.DataFrame:
+        "`history` of every training fit so far, a `fit` column numbering them from 0 (both phases of `fine_tune`, say)"
+        self._take_in()
+        fits = [*self._earlier, *([self._log.rows] if self._log is not None else [])]
+        return pd.DataFrame([dict(fit=i, **r) for i, rows in enumerate(fits) for r in rows], columns=['fit', *HISTORY_COLUMNS])
+
+    @property
     def result_copy(self) -> HostCopy|None:
         "The latest fit's `HostCopy`: `blocked` and `waited` say how often and how long a step waited for a walk's result"
         return self._log.copy if self._log is not None else None
@@ -283,6 +290,7 @@ class WalkCallback(Callback):
         check_walk_lrs(h['lr'] for h in self.opt.hypers)
         self.centre.load(self.opt)  # the centre comes with the optimizer (a checkpoint's, if one was loaded)
         if not any(isinstance(cb, SkipToEpoch) for cb in self.learn.cbs): self.centre.unsettle()  # not a resumed run
+        if self._log is not None: self._earlier.append(self._log.rows)
         self._log = WalkLog(self.mults, self.host_copy())
         device = next(p for pg in self.opt.param_lists for p in pg if p.requires_grad).device
         for grid in (self.mults, (1.,)): device_grid(grid, device)  # made now: copying them there later would wait
