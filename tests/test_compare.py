@@ -1,5 +1,5 @@
 "walkopt-compare from the command line (as users run it) and compare() on a user's own learner."
-import subprocess, sys
+import signal, subprocess, sys, time
 from pathlib import Path
 import pandas as pd, pytest
 from walkopt.compare import compare, summarize
@@ -14,11 +14,13 @@ def test_cli_writes_table_csv_report_and_pictures(tmp_path):
     res = cli('--dataset', 'synthetic', '--epochs', '2', '--lrs', '1e-3,1e-1', '--methods', 'fit,walk', '--out', str(tmp_path))
     assert res.returncode == 0, res.stderr
     assert '| walk | 1e-03 |' in res.stdout and '| fit | 1e-01 |' in res.stdout
-    assert {p.name for p in tmp_path.iterdir()} == {'results.csv', 'report.md', 'final_vs_lr.png', 'loss_vs_time.png'}
+    assert {p.name for p in tmp_path.iterdir()} == {'results.csv', 'report.md', 'final_vs_lr.png', 'loss_vs_time.png', 'settings.json'}
     df = pd.read_csv(tmp_path / 'results.csv')
     assert len(df) == 2 * 2 * 2  # methods x lrs x epochs
     assert set(df.columns) >= {'method', 'start_lr', 'seed', 'epoch', 'train_loss', 'valid_loss', 'metric', 'wall_seconds'}
     assert '![Final accuracy by starting lr](final_vs_lr.png)' in (tmp_path / 'report.md').read_text()
+    walked = df[df['method'] == 'walk'].drop_duplicates('start_lr')
+    assert (walked['lr'] != walked['start_lr']).all()  # the walk's lr used is the one it settled at, not its start
 
 def test_resume_keeps_finished_runs_and_trains_the_rest(tmp_path):
     args = ['--dataset', 'synthetic', '--epochs', '1', '--lrs', '1e-2', '--out', str(tmp_path)]
@@ -37,6 +39,7 @@ def test_resume_keeps_finished_runs_and_trains_the_rest(tmp_path):
     (['--lrs', 'fast'], ["expected numbers separated by commas, got 'fast'"]),
     (['--epochs', '0'], ['`epochs` must be an integer >= 1']),
     (['--seeds', '0,-1'], ['`seeds` must be an integer >= 0']),
+    (['--target', '80'], ['`--target` is an accuracy between 0 and 1 (80% is 0.8), got 80']),
 ])
 def test_cli_refuses_bad_requests_before_training(tmp_path, args, message):
     res = cli('--out', str(tmp_path / 'out'), *args)
@@ -55,3 +58,22 @@ def test_compare_on_a_users_own_learner():
     s = summarize(df)
     assert list(s['seeds']) == [2, 2] and s['valid_loss'].notna().all()
     with pytest.raises(ValueError, match='unknown method'): compare(tiny_learner, methods=['sgd'])
+
+def test_resume_refuses_other_settings(tmp_path):
+    args = ['--dataset', 'synthetic', '--lrs', '1e-2', '--methods', 'fit', '--out', str(tmp_path)]
+    assert cli(*args, '--epochs', '1').returncode == 0
+    res = cli(*args, '--epochs', '2', '--resume')
+    assert res.returncode == 2 and 'other settings (epochs 1 -> 2)' in res.stderr, res.stderr
+    assert len(pd.read_csv(tmp_path / 'results.csv')) == 1  # the 1-epoch run is left as it was
+
+def test_ctrl_c_says_what_is_kept_in_one_line(tmp_path):
+    proc = subprocess.Popen([CLI, '--dataset', 'synthetic', '--epochs', '1', '--lrs', '1e-2,1e-3,1e-4,1e-5',
+                             '--methods', 'fit', '--seeds', '0,1,2,3,4,5', '--out', str(tmp_path)], stderr=subprocess.PIPE, text=True)
+    csv = tmp_path / 'results.csv'
+    deadline = time.time() + 300
+    while not (csv.exists() and csv.stat().st_size > 0) and time.time() < deadline: time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    lines = [l for l in err.splitlines() if l.strip() and 'Warning' not in l and 'warnings.warn' not in l]
+    assert proc.returncode == 130 and len(lines) == 1, err
+    assert 'interrupted;' in lines[0] and 'finished runs kept' in lines[0] and '--resume' in lines[0]
