@@ -398,3 +398,10 @@ def test_every_fit_keeps_the_walks_of_every_fit():
     every = learn.walk.every_fit
     assert every['fit'].tolist() == [0] * 8 + [1] * 8
     assert every[every['fit'] == 1].drop(columns='fit').reset_index(drop=True).equals(learn.walk.history)
+
+def test_walkopt_all_exports_the_user_api_only():
+    namespace = {}
+    exec('from walkopt.all import *', namespace)
+    names = {n for n in namespace if not n.startswith('_')}
+    assert {'WalkCallback', 'fit_walk', 'ShowWalkCallback', 'mnist1d_learner', 'compare'} <= names
+    assert not names & {'TRIALS', 'SCALE_HYPER', 'HostCopy', 'walk_to_best', 'check_int', 'GridCentre'}
