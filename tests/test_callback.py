@@ -405,3 +405,11 @@ def test_walkopt_all_exports_the_user_api_only():
     names = {n for n in namespace if not n.startswith('_')}
     assert {'WalkCallback', 'fit_walk', 'ShowWalkCallback', 'mnist1d_learner', 'compare'} <= names
     assert not names & {'TRIALS', 'SCALE_HYPER', 'HostCopy', 'walk_to_best', 'check_int', 'GridCentre'}
+
+def test_the_walk_lr_column_shows_an_lr_in_every_epoch():
+    "After the walk stops the column shows the lr steps use (it was nan); it never shows staying put's 0"
+    learn = tiny_learner(cbs=WalkCallback())
+    with learn.no_bar(): learn.fit_walk(3, 1e-3, pct_walk=0.3)  # walks in the first epoch only
+    col = learn.recorder.metric_names.index('walk_lr') - 1
+    column = [v[col] for v in learn.recorder.values]
+    assert all(np.isfinite(column)) and all(v > 0 for v in column), column

@@ -190,7 +190,7 @@ def check_fraction(name:str, value) -> float:
     return value
 
 class WalkLrMetric(ValueMetric):
-    "The epoch table's `walk_lr` column: median lr the walk used in the epoch"
+    "The epoch table's `walk_lr` column: median lr of the epoch's walks that moved; without any, the lr its last step used"
 
 class WalkCallback(Callback):
     "Each training step, try several multiples of the optimizer's update and move to the largest one not clearly worse than the best"
@@ -384,8 +384,9 @@ class WalkCallback(Callback):
 
     def _epoch_median_lr(self) -> float:
         self._take_in()  # `Recorder` asks after validation, before `after_epoch`
-        lrs = [r['lr'] for r in self._log.rows if r['epoch'] == self.epoch]
-        return statistics.median(lrs) if lrs else float('nan')
+        moved = [r['lr'] for r in self._log.rows if r['epoch'] == self.epoch and r['lr'] > 0]
+        if moved: return statistics.median(moved)
+        return self._base_lrs[-1] * self.centre.value if self._base_lrs else float('nan')  # the lr of the epoch's last step
 
     def _walk_params(self) -> list:
         "Parameters `opt.step` will move: trainable, with a gradient; frozen ones are stripped of stale gradients"
