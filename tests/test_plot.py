@@ -17,3 +17,11 @@ def test_figures_save_headless(tmp_path):
 def test_live_view_is_quiet_outside_a_notebook():
     learn = fitted(ShowWalkCallback())
     assert learn.show_walk.shown == 0
+
+def test_the_walk_picture_labels_both_halves_and_marks_every_winner():
+    fig = fitted().walk.plot()
+    ax, bar = fig.axes
+    ticks = bar.get_yticks()
+    assert (ticks < 0).sum() >= 2 and (ticks > 0).sum() >= 2  # the blue half (better than staying put) has labels too
+    winners, stayed = ax.lines
+    assert winners.get_marker() == '.' and stayed.get_marker() == 'v' and stayed.get_markersize() >= 5

@@ -88,9 +88,11 @@ def plot_walk(history:pd.DataFrame, max_cols:int=400, max_rows:int=120, figsize=
     ax = fig.subplots()
     norm = TwoSlopeNorm(vmin=b['vmin'], vcenter=0., vmax=b['vmax'])
     mesh = ax.pcolormesh(b['x_edges'], b['lr_edges'], np.ma.masked_invalid(b['mesh']), cmap='coolwarm', norm=norm)
-    fig.colorbar(mesh, ax=ax, label='candidate loss vs staying put (relative)')
-    ax.plot(b['x'], b['winner'], color='k', lw=1.2, label='winning lr')
-    ax.plot(b['x'][b['stayed']], np.full(b['stayed'].sum(), 0.01), '|', color='k', ms=8,
+    bar = fig.colorbar(mesh, ax=ax, label='candidate loss vs staying put (relative)')
+    bar.set_ticks([b['vmin'], b['vmin'] / 2, 0., b['vmax'] / 2, b['vmax']])  # each half its own ticks: its scale differs
+    bar.ax.yaxis.set_major_formatter('{x:.2g}')
+    ax.plot(b['x'], b['winner'], color='k', lw=1.2, marker='.', ms=3, label='winning lr')  # markers: a lone winner shows
+    ax.plot(b['x'][b['stayed']], np.full(b['stayed'].sum(), 0.03), 'v', color='k', ms=5,
             transform=ax.get_xaxis_transform(), label='stayed put')
     ax.set_yscale('log')
     ax.set_xlabel('Iteration'); ax.set_ylabel('Learning Rate')
