@@ -9,6 +9,7 @@ from fastai.callback.schedule import fit_one_cycle, fit_flat_cos  # patches Lear
 from fastai.callback.tracker import SaveModelCallback
 from fastai.callback.training import GradientAccumulation, GradientClip
 from fastai.learner import load_learner
+from fastai.torch_core import trainable_params
 from fastai.optimizer import SGD, Adam, RAdam, Lookahead, OptimWrapper, ranger
 from walkopt.core import recentre
 from walkopt.callback import WalkCallback
@@ -413,3 +414,13 @@ def test_the_walk_lr_column_shows_an_lr_in_every_epoch():
     col = learn.recorder.metric_names.index('walk_lr') - 1
     column = [v[col] for v in learn.recorder.values]
     assert all(np.isfinite(column)) and all(v > 0 for v in column), column
+
+def test_a_model_with_nothing_to_train_is_refused_by_name():
+    "fit_walk says so; plain fit too when the splitter hands fastai the frozen parameters (its default splitter fails first)"
+    frozen = tiny_learner()
+    frozen.splitter = trainable_params  # fastai's default: no trainable parameters, no parameter groups
+    for p in frozen.model.parameters(): p.requires_grad_(False)
+    with pytest.raises(ValueError, match='no trainable parameters'): fit_quietly(frozen, 1, 'fit_walk')
+    held = tiny_learner(cbs=WalkCallback())  # its splitter returns the parameter groups, trainable or not
+    for p in held.model.parameters(): p.requires_grad_(False)
+    with pytest.raises(ValueError, match='no trainable parameters'): fit_quietly(held)

@@ -22,8 +22,8 @@ from .core import *
 
 # %% auto #0
 __all__ = ['SCALE_HYPER', 'SETTLED_HYPER', 'WALKED_HYPER', 'HISTORY_COLUMNS', 'optimizer_steps', 'GridCentre', 'WalkLog',
-           'per_sample_losses', 'TrialJudge', 'check_walkable', 'show_walked_lrs', 'check_walk_lrs', 'check_fraction',
-           'WalkLrMetric', 'WalkCallback', 'options_doc', 'with_walk_options']
+           'per_sample_losses', 'TrialJudge', 'check_trainable', 'check_walkable', 'show_walked_lrs', 'check_walk_lrs',
+           'check_fraction', 'WalkLrMetric', 'WalkCallback', 'options_doc', 'with_walk_options']
 
 # %% ../nbs/02_callback.ipynb #5ffc6ec0
 def optimizer_steps(opt) -> tuple:
@@ -143,11 +143,15 @@ class TrialJudge:
     def __setstate__(self, state): self.__init__(**state)
 
 # %% ../nbs/02_callback.ipynb #e3b5af4a
+def check_trainable(params):
+    "A `ValueError` unless some of `params` are trainable"
+    if not any(p.requires_grad for p in params): raise ValueError("WalkCallback: the model has no trainable parameters to walk")
+
 def check_walkable(learn:Learner, trials) -> Callable|None:
     "Refuse, by name, what the walk cannot drive; for fp32 master weights (`to_non_native_fp16`), what copies them into the model"
     if learn.opt is None: learn.create_opt()
     trainable = [p for pg in learn.opt.param_lists for p in pg if p.requires_grad]
-    if not trainable: raise ValueError("WalkCallback: the model has no trainable parameters to walk")
+    check_trainable(trainable)
     if isinstance(getattr(learn.opt, 'opt', None), torch.optim.LBFGS):
         raise ValueError("WalkCallback cannot drive LBFGS: its step needs a closure that re-evaluates the loss")
     devices = sorted({str(p.device) for p in trainable})
@@ -427,7 +431,9 @@ def fit_walk(self:Learner, n_epoch:int, lr=None, pct_walk:float=0.3, div_final:f
     walk = next((cb for cb in [*self.cbs, *L(cbs)] if isinstance(cb, WalkCallback)), None)  # a subclass's name too
     if walk is None: self.add_cb(walk := WalkCallback(**walk_kwargs))  # stays, like any added callback
     elif walk_kwargs: raise ValueError(f"there is a WalkCallback already: set {', '.join(walk_kwargs)} on it (`learn.{walk.name}`)")
-    if self.opt is None: self.create_opt()
+    if self.opt is None:
+        check_trainable(self.model.parameters())  # before fastai's optimizer fails on it with an IndexError
+        self.create_opt()
     self.opt.set_hyper('lr', self.lr if lr is None else lr)
     lr = np.array([h['lr'] for h in self.opt.hypers])
     check_walk_lrs(lr.tolist())
