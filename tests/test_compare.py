@@ -67,8 +67,11 @@ def test_resume_refuses_other_settings(tmp_path):
     assert len(pd.read_csv(tmp_path / 'results.csv')) == 1  # the 1-epoch run is left as it was
 
 def test_ctrl_c_says_what_is_kept_in_one_line(tmp_path):
-    proc = subprocess.Popen([CLI, '--dataset', 'synthetic', '--epochs', '1', '--lrs', '1e-2,1e-3,1e-4,1e-5',
-                             '--methods', 'fit', '--seeds', '0,1,2,3,4,5', '--out', str(tmp_path)], stderr=subprocess.PIPE, text=True)
+    # SIGINT handled as from a terminal: a background job of a non-interactive shell (CI's, say) starts with it ignored
+    as_from_a_terminal = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
+    proc = subprocess.Popen([CLI, '--dataset', 'synthetic', '--epochs', '1', '--lrs', '1e-2,1e-3,1e-4,1e-5', '--methods', 'fit',
+                             '--seeds', '0,1,2,3,4,5', '--out', str(tmp_path)], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=as_from_a_terminal)
     csv = tmp_path / 'results.csv'
     deadline = time.time() + 300
     while not (csv.exists() and csv.stat().st_size > 0) and time.time() < deadline: time.sleep(0.2)
