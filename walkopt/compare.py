@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_compare.ipynb #b243e96a
 from __future__ import annotations
-import argparse, json, sys, time
+import argparse, json, os, sys, time
 from pathlib import Path
 from typing import Callable, Sequence
 import numpy as np, pandas as pd
@@ -264,5 +264,6 @@ def main(argv:Sequence[str]=None):
         kept = len(_finished(out / 'results.csv').drop_duplicates(RUN_KEYS))
         print(f"walkopt-compare: interrupted; {kept} finished runs kept in {out / 'results.csv'}: "
               "run the same command with --resume to finish", file=sys.stderr)
-        sys.exit(130)
+        sys.stdout.flush(); sys.stderr.flush()
+        os._exit(130)  # not sys.exit: the shutdown of interrupted DataLoader workers would print tracebacks of its own
     print(write_report(results, out, a.target, title=f'walkopt-compare: {a.dataset}, {epochs} epochs'))
