@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd, torch
 from matplotlib.figure import Figure
 from fastai.callback.core import Callback
+from fastai.optimizer import SGD
 from .compare import DATASETS, METHODS
 from .data import mnist1d_learner
 from .plot import figures_as_images  # importing it shows `Figure`s as images in a Jupyter kernel
@@ -69,7 +70,7 @@ WALK_CONFIGS = {
 BASELINES = ('one_cycle', 'lr_find+one_cycle', 'prodigy', 'schedule_free')
 LR_FREE = ('lr_find+one_cycle', 'prodigy', 'schedule_free')  # run once per seed
 LEARNERS = {**DATASETS, 'digits': digits_learner,
-            'mnist1d_bs32': partial(mnist1d_learner, bs=32), 'mnist1d_sgd': partial(mnist1d_learner, opt_func=None)}
+            'mnist1d_bs32': partial(mnist1d_learner, bs=32), 'mnist1d_sgd': partial(mnist1d_learner, opt_func=partial(SGD, mom=0.9))}
 "Tasks: `walkopt-compare --dataset`'s learners, the tabular digits, and two held-out variants of MNIST-1D"
 TASKS = (*DATASETS, 'digits')
 
@@ -82,16 +83,15 @@ def run_config(name:str, lr:float, seed:int, epochs:int=10, task:str='mnist1d') 
     from fastai.callback.schedule import ParamScheduler, SchedCos
     from fastai.optimizer import OptimWrapper
     from walkopt.callback import WalkCallback
-    from fastai.optimizer import SGD
     make_learner = LEARNERS[task]
-    if task == 'mnist1d_sgd': make_learner = partial(make_learner, opt_func=partial(SGD, mom=0.9))
     if name == 'prodigy':  # lr=1 with cosine decay, as its authors recommend
         from prodigyopt import Prodigy
         learn = make_learner(1., seed=seed, opt_func=partial(OptimWrapper, opt=Prodigy))
     elif name == 'schedule_free':  # its default recipe: lr 0.0025, warm-up over 5% of the steps, no weight decay
         from schedulefree import AdamWScheduleFree
-        steps = epochs * len(make_learner(seed=seed).dls.train)
-        learn = make_learner(0.0025, seed=seed, opt_func=partial(OptimWrapper, opt=partial(AdamWScheduleFree, warmup_steps=steps // 20)))
+        learn = make_learner(0.0025, seed=seed)
+        warmup = epochs * len(learn.dls.train) // 20
+        learn.opt_func = partial(OptimWrapper, opt=partial(AdamWScheduleFree, warmup_steps=warmup))  # made at `fit`
     else: learn = make_learner(lr, seed=seed)
     start = time.perf_counter()
     with learn.no_bar(), learn.no_logging():
