@@ -17,7 +17,9 @@ def tensor_dls(x_train:Tensor, y_train:Tensor, x_valid:Tensor, y_valid:Tensor, b
     items = list(zip(torch.cat([x_train, x_valid]), torch.cat([y_train, y_valid])))
     n = len(x_train)
     dsets = Datasets(items, tfms=[[ItemGetter(0)], [ItemGetter(1)]], splits=[list(range(n)), list(range(n, len(items)))])
-    return dsets.dataloaders(bs=bs, device=device)
+    # in the main process: the tensors are in memory already, and workers would only add start-up time and, on Ctrl-C,
+    # tracebacks of their own
+    return dsets.dataloaders(bs=bs, device=device, num_workers=0)
 
 # %% ../nbs/00_data.ipynb #a583f75d
 @functools.lru_cache(maxsize=4)
