@@ -32,6 +32,13 @@ def test_resume_keeps_finished_runs_and_trains_the_rest(tmp_path):
     assert list(after['method']) == ['fit', 'walk']
     pd.testing.assert_frame_equal(after.iloc[:1], first)  # the finished run was not trained again
 
+def test_help_answers_before_fastai_loads():
+    res = cli('--help')
+    assert res.returncode == 0 and res.stdout.startswith('usage: walkopt-compare') and res.stderr == '', res.stderr
+    probe = "import sys\nfrom walkopt.cli import main\ntry: main(['--help'])\nexcept SystemExit: print(sorted({'fastai', 'torch'} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True, timeout=60).stdout.splitlines()[-1]
+    assert loaded == '[]', loaded  # seconds of imports saved, and no warnings of theirs
+
 @pytest.mark.parametrize('args, message', [
     (['--dataset', 'cifar10'], ["invalid choice: 'cifar10'", 'mnist1d', 'synthetic']),
     (['--methods', 'walk,sgdr'], ["unknown method 'sgdr': choose from lr_find+one_cycle, one_cycle, fit, walk"]),

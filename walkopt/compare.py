@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_compare.ipynb #b243e96a
 from __future__ import annotations
-import argparse, json, os, sys, time
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 import numpy as np, pandas as pd
@@ -24,7 +24,7 @@ from .plot import figures_as_images  # importing it shows `Figure`s as images in
 # %% auto #0
 __all__ = ['METHODS', 'LR_FREE', 'DATASETS', 'NOT_METRICS', 'RUN_KEYS', 'check_lrs', 'writable_dir', 'EpochTimes', 'run_one',
            'planned_runs', 'compare', 'summarize', 'method_colour', 'plot_final_vs_lr', 'plot_loss_vs_time',
-           'summary_table', 'write_report', 'keep_settings', 'compare_parser', 'main']
+           'summary_table', 'write_report']
 
 # %% ../nbs/05_compare.ipynb #bca07b6f
 def _lr_find_one_cycle(learn:Learner, epochs:int, lr:float) -> float:
@@ -213,57 +213,3 @@ def write_report(results:pd.DataFrame, out, target:float=None, title:str='walkop
     (out / 'report.md').write_text(f"# {title}\n\n{table}\n\n![Final {metric_name} by starting lr](final_vs_lr.png)\n\n"
                                    f"![Valid loss against wall time](loss_vs_time.png)\n", encoding='utf-8')
     return table
-
-# %% ../nbs/05_compare.ipynb #00e5d4cd
-def _floats(text:str) -> list[float]:
-    try: return [float(t) for t in text.replace(',', ' ').split()]
-    except ValueError: raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
-
-def _ints(text:str) -> list[int]:
-    try: return [int(t) for t in text.replace(',', ' ').split()]
-    except ValueError: raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
-
-def keep_settings(path:Path, settings:dict, resume:bool):
-    "Write `settings` to `path`; when resuming, first a `ValueError` naming each one that differs from those there"
-    if resume and path.exists():
-        before = json.loads(path.read_text())
-        if changed := [f"{k} {before[k]} -> {v}" for k, v in settings.items() if k in before and before[k] != v]:
-            raise ValueError(f"--resume would mix runs made with other settings ({', '.join(changed)}): "
-                             "use another --out, or the same settings")
-    path.write_text(json.dumps(settings))
-
-def compare_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='walkopt-compare', description="Compare the walk with lr_find + fit_one_cycle, "
-                                "fit_one_cycle and plain fit over a sweep of starting learning rates.")
-    p.add_argument('--dataset', default='mnist1d', choices=list(DATASETS), help='data and model (default: %(default)s)')
-    p.add_argument('--epochs', type=int, default=5, help='epochs per run (default: %(default)s)')
-    p.add_argument('--lrs', type=_floats, default=[1e-4, 1e-3, 1e-2, 1e-1], help='starting lrs, comma separated (default: 1e-4,1e-3,1e-2,1e-1)')
-    p.add_argument('--seeds', type=_ints, default=[0], help='seeds, comma separated (default: 0)')
-    p.add_argument('--methods', default=','.join(METHODS), help='methods, comma separated (default: all: %(default)s)')
-    p.add_argument('--target', type=float, default=0.8, help='accuracy (0..1) whose time to reach is reported (default: %(default)s)')
-    p.add_argument('--out', default='walkopt-compare', help='folder for results.csv, report.md and PNGs (default: %(default)s)')
-    p.add_argument('--resume', action='store_true', help='skip the runs already in OUT/results.csv')
-    return p
-
-def main(argv:Sequence[str]=None):
-    "`walkopt-compare`: run the comparison, print the table, write results.csv, report.md and PNGs in `--out`"
-    p = compare_parser()
-    a = p.parse_args(argv)
-    try:
-        methods = _choices('method', [m.strip() for m in a.methods.split(',') if m.strip()], METHODS)
-        lrs, epochs = check_lrs(a.lrs), check_int('epochs', a.epochs, 1)
-        seeds = [check_int('seeds', s, 0) for s in a.seeds]
-        if not 0 < a.target <= 1: raise ValueError(f"`--target` is an accuracy between 0 and 1 (80% is 0.8), got {a.target:g}")
-        out = writable_dir(a.out)
-        keep_settings(out / 'settings.json', dict(dataset=a.dataset, epochs=epochs), a.resume)
-    except ValueError as e: p.error(str(e))
-    print(f"walkopt-compare: {a.dataset}, {epochs} epochs, lrs {', '.join(f'{lr:g}' for lr in lrs)}, seeds "
-          f"{', '.join(map(str, seeds))}; results in {out}/", flush=True)
-    try: results = compare(DATASETS[a.dataset], lrs, epochs, methods, seeds, csv=out / 'results.csv', resume=a.resume)
-    except KeyboardInterrupt:
-        kept = len(_finished(out / 'results.csv').drop_duplicates(RUN_KEYS))
-        print(f"walkopt-compare: interrupted; {kept} finished runs kept in {out / 'results.csv'}: "
-              "run the same command with --resume to finish", file=sys.stderr)
-        sys.stdout.flush(); sys.stderr.flush()
-        os._exit(130)  # not sys.exit: the shutdown of interrupted DataLoader workers would print tracebacks of its own
-    print(write_report(results, out, a.target, title=f'walkopt-compare: {a.dataset}, {epochs} epochs'))
