@@ -22,8 +22,9 @@ from .core import *
 
 # %% auto #0
 __all__ = ['SCALE_HYPER', 'SETTLED_HYPER', 'WALKED_HYPER', 'HISTORY_COLUMNS', 'optimizer_steps', 'GridCentre', 'WalkLog',
-           'per_sample_losses', 'TrialJudge', 'check_trainable', 'check_walkable', 'show_walked_lrs', 'check_walk_lrs',
-           'check_fraction', 'WalkLrMetric', 'WalkCallback', 'options_doc', 'with_walk_options']
+           'method_state', 'as_method_state', 'replay_after_pred', 'per_sample_losses', 'TrialJudge', 'check_trainable',
+           'check_walkable', 'show_walked_lrs', 'check_walk_lrs', 'check_fraction', 'WalkLrMetric', 'WalkCallback',
+           'options_doc', 'with_walk_options']
 
 # %% ../nbs/02_callback.ipynb #5ffc6ec0
 def optimizer_steps(opt) -> tuple:
@@ -85,7 +86,16 @@ HISTORY_COLUMNS = ('iter', 'epoch', 'lr', 'loss', 'base_loss', 'lrs', 'losses', 
 
 class WalkLog:
     "The walk's history on the host: each walk's result comes back without blocking and is taken in at the next step"
-    def __init__(self, mults:list[float], copy:HostCopy): self.mults, self.copy, self.rows, self._pending = mults, copy, [], None
+    def __init__(self, mults:list[float], copy:HostCopy):
+        self.mults, self.copy, self.rows, self.plain, self._pending = mults, copy, [], {}, None
+
+    def stepped(self, iter:int, lr:float):
+        "A plain step (no walk) at iteration `iter`, at `lr` (the last parameter group's)"
+        self.plain[iter] = lr
+
+    def lrs_used(self) -> dict[int, float]:
+        "The lr (last parameter group) each step used, by iteration: plain steps' and walks' winners (0: stayed put)"
+        return {**self.plain, **{r['iter']: r['lr'] for r in self.rows}}
 
     def push(self, walk:Walk, undo:Callable[[], None], **info):
         "Start bringing `walk`'s result back; `info` (iter, epoch, base_lr, scale) completes its row; `undo` runs if its step was not finite"
@@ -106,6 +116,27 @@ class WalkLog:
         return self.mults[winner] if finite else None
 
 # %% ../nbs/02_callback.ipynb #aca10a3c
+def method_state(f) -> dict|None:
+    "The attributes of the object `f` is a method of (a shallow copy), or `None` if `f` is not a method (or a module's)"
+    if not inspect.ismethod(f) or isinstance(f.__self__, torch.nn.Module) or not hasattr(f.__self__, '__dict__'): return None
+    return dict(vars(f.__self__))
+
+@contextmanager
+def as_method_state(f, state:dict|None):
+    "Within: the object `f` is a method of has the attributes `state` (`method_state`'s), if given"
+    if state is None: yield; return
+    owner = f.__self__
+    with attributes_kept([owner]):
+        vars(owner).update(state)
+        yield
+
+def replay_after_pred(learn:Learner, pred):
+    "`pred` as the learner's `after_pred` callbacks leave it (`RNNCallback` keeps the first of an RNN's outputs), with the learner and callbacks' attributes as they were"
+    with attributes_kept([learn, *learn.cbs]):
+        learn.pred = pred
+        learn('after_pred')
+        return learn.pred
+
 @contextmanager
 def per_sample_losses(loss_func, on:bool=True):
     "Within: `loss_func` returns per-sample losses, if `on` and it has a `reduction` to set"
@@ -128,15 +159,16 @@ class TrialJudge:
         if self.size is None: return xb, yb
         cut = lambda t: t[:self.size].clone() if isinstance(t, torch.Tensor) and t.ndim else t  # not a view of the whole batch
         return apply(cut, xb), apply(cut, yb)
-    def keep(self, xb, yb):
-        "A batch that took a step, to judge later steps on"
-        if self.lag: self.recent.append(self.cut(xb, yb))
+    def keep(self, xb, yb, loss_func=None):
+        "A batch that took a step, to judge later steps on; with what `loss_func`, if a method (`MixUp`'s), read then"
+        if self.lag: self.recent.append((*self.cut(xb, yb), method_state(loss_func)))
     def loss(self, learn:Learner, forward=None) -> Tensor:
         "The loss of a trial: through `forward` (`vmap`'s) or `learn.model`"
-        xb, yb = self.recent[0] if self.recent else self.cut(learn.xb, learn.yb)
+        xb, yb, state = self.recent[0] if self.recent else (*self.cut(learn.xb, learn.yb), None)
         if self.to_model is not None: self.to_model()  # fp32 master weights into the fp16 model (`to_non_native_fp16`)
-        with torch.autocast(**self.autocast), per_sample_losses(learn.loss_func, self.per_sample):
-            pred = (forward or learn.model)(*xb)
+        with torch.autocast(**self.autocast), per_sample_losses(learn.loss_func, self.per_sample), \
+             as_method_state(learn.loss_func, state):
+            pred = replay_after_pred(learn, (forward or learn.model)(*xb))
             floated = self.autocast['enabled'] or self.to_model is not None  # as `MixedPrecision`/`NonNativeMixedPrecision` do
             return learn.loss_func(to_float(pred) if floated else pred, *yb)
     def __getstate__(self): return dict(lag=self.lag, size=self.size, per_sample=self.per_sample)  # no batches in an export
@@ -168,13 +200,9 @@ def check_walkable(learn:Learner, trials) -> Callable|None:
                                          "would not see the candidates (every walk would stay put)")
     return functools.partial(to_model_params, masters.model_pgs, masters.master_pgs, masters.flat_master)
 
-def show_walked_lrs(learn:Learner, rows:list[dict]):
-    "`Recorder` and `ParamScheduler` logged the lr each walk stepped from: show them the walked one (`plot_sched`)"
-    def walked(lrs):
-        lrs = list(lrs)
-        for r in rows:
-            if r['iter'] < len(lrs): lrs[r['iter']] = r['lr']
-        return lrs
+def show_walked_lrs(learn:Learner, used:dict[int, float]):
+    "`Recorder` and `ParamScheduler` logged the lrs the user or schedule set: show them those the steps `used` (`plot_sched`)"
+    def walked(lrs): return [used.get(i, lr) for i, lr in enumerate(lrs)]
     for cb in learn.cbs:
         if isinstance(cb, ParamScheduler) and 'lr' in getattr(cb, 'hps', {}): cb.hps['lr'] = walked(cb.hps['lr'])
     if hasattr(learn, 'recorder'):
@@ -236,7 +264,7 @@ class WalkCallback(Callback):
         self._init_state()
 
     def _init_state(self):
-        self._log, self._base_lrs, self._until, self._next_until, self._earlier = None, None, self.walk_until, None, []
+        self._log, self._until, self._next_until, self._earlier = None, self.walk_until, None, []
         self._walking = self._training_fit = self._stepped = self._warned = False
         self._steps = 0
 
@@ -286,7 +314,6 @@ class WalkCallback(Callback):
         self._steps, self._warned, self._stepped = 0, False, False
         self.judge.reset()
         if not self._training_fit: return
-        self._base_lrs = None  # `fit` has just set the lrs: an interrupted fit's are not to come back
         walks = [cb.name for cb in self.learn.cbs if isinstance(cb, WalkCallback)]
         if len(walks) > 1: raise ValueError(f"a Learner takes one WalkCallback, this one has {len(walks)} "
                                             f"({', '.join(walks)}): remove all but one (`learn.remove_cb`)")
@@ -300,46 +327,48 @@ class WalkCallback(Callback):
         for grid in (self.mults, (1.,)): device_grid(grid, device)  # made now: copying them there later would wait
         self.learn.metrics.append(WalkLrMetric(self._epoch_median_lr, 'walk_lr'))
 
-    def before_batch(self):
-        self._restore_lrs()
-        self._stepped = False
+    def before_batch(self): self._stepped = False
 
     def after_batch(self):
         "Keep the batch for judging later steps, if it took a step (not a skipped micro-batch) while walking"
-        if self._stepped and self.pct_train < self._until: self.judge.keep(self.xb, self.yb)
+        if self._stepped and self.pct_train < self._until: self.judge.keep(self.xb, self.yb, self.loss_func)
 
     def after_pred(self):
         if self._walking: self.judge.autocast = current_autocast(self.model)
 
     def after_loss(self):
-        if self._walking and self.loss_grad.numel() != 1:
+        if self._walking and len(self.yb) and self.loss_grad.numel() != 1:  # without targets, fastai computes no loss
             raise ValueError(f"WalkCallback needs a scalar loss to compare candidates, got shape {tuple(self.loss_grad.shape)}"
                              " (use a reduction such as 'mean')")
 
     def before_step(self):
+        "Step at the walked lr (walking, when due), then put straight back the lrs the user or the schedule set"
         if not self._walking: return
         self._take_in()
         params = self._walk_params()
         if not params: return
         walking = self.pct_train < self._until
         if not walking and not self.centre.settled: self._settle()
-        self._stepped = True
-        self._base_lrs = [h['lr'] for h in self.opt.hypers]
-        self.opt.set_hyper('lr', [lr * self.centre.value for lr in self._base_lrs])
-        self._steps += 1
-        if (self._steps - 1) % self.every or not walking: return  # a plain step at that lr
+        self._stepped, self._steps = True, self._steps + 1
+        base_lrs = [h['lr'] for h in self.opt.hypers]
+        self.opt.set_hyper('lr', [lr * self.centre.value for lr in base_lrs])
+        try:
+            if walking and not (self._steps - 1) % self.every: self._walk(params, base_lrs[-1])
+            else:
+                self.opt.step()
+                self._log.stepped(self.train_iter, base_lrs[-1] * self.centre.value)
+        finally: self.opt.set_hyper('lr', base_lrs)  # no other callback sees the walked lr (schedulers, trackers, checkpoints)
+        raise CancelStepException()  # the step is taken
+
+    def _walk(self, params:list, base_lr:float):
+        "Walk from this step; on an error the weights are where `walk_to_best` leaves them"
         step, after_walk, uncount = optimizer_steps(self.opt)
         state = getattr(self.opt, 'opt', self.opt).state  # per-parameter state of fastai's, Lookahead's inner or torch's optimizer
-        try:
-            loss = functools.partial(self.judge.loss, self.learn)
-            walk = walk_to_best(params, loss, step, self.mults, self.model, state, self.trials, self.accept)
-            after_walk(walk.finite)
-            def undo(): walk.undo_on_host(); uncount()
-            self._log.push(walk, undo, iter=self.train_iter, epoch=self.epoch, base_lr=self._base_lrs[-1], scale=self.centre.value)
-        except BaseException:
-            self._restore_lrs()  # the weights are where the walk left them (see `walk_to_best`); the lrs are the user's
-            raise
-        raise CancelStepException()
+        loss = functools.partial(self.judge.loss, self.learn)
+        walk = walk_to_best(params, loss, step, self.mults, self.model, state, self.trials, self.accept)
+        after_walk(walk.finite)
+        def undo(): walk.undo_on_host(); uncount()
+        self._log.push(walk, undo, iter=self.train_iter, epoch=self.epoch, base_lr=base_lr, scale=self.centre.value)
 
     def after_epoch(self):
         "Once an epoch: take the last walk in (the `walk_lr` column, `SaveModelCallback`), warn about undone steps"
@@ -354,11 +383,10 @@ class WalkCallback(Callback):
     def after_fit(self):
         if self._training_fit:
             self._take_in()
-            show_walked_lrs(self.learn, self._log.rows)
+            show_walked_lrs(self.learn, self._log.lrs_used())
             self.centre.unsettle()  # the next fit walks on from the walked centre, not the settled one
             self._save_centre()
         self.judge.reset()
-        self._restore_lrs()
         self._drop_column()
         self._walking = self._training_fit = False
 
@@ -377,12 +405,6 @@ class WalkCallback(Callback):
         self.centre.settle([r['scale'] for r in rows[len(rows) // 2:] if not r['skipped']])
         self._save_centre()
 
-    def _restore_lrs(self):
-        "Put back the lrs the user or the schedule set, if the walk changed them"
-        if self._base_lrs is None: return
-        self.opt.set_hyper('lr', self._base_lrs)
-        self._base_lrs = None
-
     def _drop_column(self):
         self.learn.metrics = [m for m in self.learn.metrics if not isinstance(m, WalkLrMetric)]
 
@@ -390,7 +412,7 @@ class WalkCallback(Callback):
         self._take_in()  # `Recorder` asks after validation, before `after_epoch`
         moved = [r['lr'] for r in self._log.rows if r['epoch'] == self.epoch and r['lr'] > 0]
         if moved: return statistics.median(moved)
-        return self._base_lrs[-1] * self.centre.value if self._base_lrs else float('nan')  # the lr of the epoch's last step
+        return self.opt.hypers[-1]['lr'] * self.centre.value  # the lr the epoch's last step used
 
     def _walk_params(self) -> list:
         "Parameters `opt.step` will move: trainable, with a gradient; frozen ones are stripped of stale gradients"

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_core.ipynb #47f73f6e
 from __future__ import annotations
-import functools, math, numbers, statistics, time, warnings
+import functools, inspect, math, numbers, statistics, time, warnings
 from contextlib import contextmanager
 from typing import Callable, NamedTuple, Sequence
 import torch
@@ -12,10 +12,10 @@ from torch import nn, Tensor
 
 # %% auto #0
 __all__ = ['TRIALS', 'check_int', 'check_float', 'check_choice', 'walk_multipliers', 'device_grid', 'pick_winner', 'clamp',
-           'recentre', 'trial_mode', 'trial_rng_devices', 'current_autocast', 'move_to', 'sample_losses', 'world_size',
-           'mean_across_processes', 'losses_along', 'has_layer', 'vmap_obstacle', 'losses_vmapped', 'faster_trials',
-           'synchronized_clock', 'AutoTrials', 'all_finite', 'snapshot_state', 'Walk', 'settle_at', 'walk_to_best',
-           'HostCopy']
+           'recentre', 'attributes_of', 'attributes_kept', 'hook_owners', 'trial_mode', 'trial_rng_devices',
+           'current_autocast', 'move_to', 'sample_losses', 'world_size', 'mean_across_processes', 'losses_along',
+           'has_layer', 'vmap_obstacle', 'losses_vmapped', 'faster_trials', 'synchronized_clock', 'AutoTrials',
+           'all_finite', 'snapshot_state', 'Walk', 'settle_at', 'walk_to_best', 'HostCopy']
 
 # %% ../nbs/01_core.ipynb #d34ae392
 def check_int(name:str, value, min_value:int) -> int:
@@ -77,19 +77,44 @@ def recentre(scale:float, mult:float, smallest:float, bounds:tuple[float,float],
     return clamp(scale ** smooth * target ** (1 - smooth), bounds)
 
 # %% ../nbs/01_core.ipynb #5e8020b7
+def attributes_of(objs:Sequence) -> Callable[[], None]:
+    "Note the attributes of `objs` now; return what puts them back (shallowly: whatever was reassigned comes back)"
+    saved = [(o, dict(vars(o))) for o in objs]
+    def put_back():
+        for o, attrs in saved: vars(o).clear(); vars(o).update(attrs)
+    return put_back
+
+@contextmanager
+def attributes_kept(objs:Sequence):
+    "Within: anything; on exit each of `objs` has the attributes it had on entry (`attributes_of`)"
+    put_back = attributes_of(objs)
+    try: yield
+    finally: put_back()
+
+def hook_owners(module:nn.Module) -> list:
+    "Objects whose methods are forward hooks of `module`'s layers, or global ones (fastai's `Hook`, which keeps `stored`)"
+    hooks = [*nn.modules.module._global_forward_hooks.values(), *nn.modules.module._global_forward_pre_hooks.values()]
+    for m in module.modules(): hooks += [*m._forward_hooks.values(), *m._forward_pre_hooks.values()]
+    methods = [f for h in hooks if inspect.ismethod(f := getattr(h, 'func', h))]  # a hook, or a `partial` of one
+    return list({id(f.__self__): f.__self__ for f in methods if hasattr(f.__self__, '__dict__')}.values())
+
 @contextmanager
 def trial_mode(module:nn.Module):
-    "Within: BatchNorm layers normalise with batch statistics and leave their running statistics alone; any other buffer is put back on exit"
+    "Within: BatchNorm layers normalise with batch statistics and leave their running statistics alone; yields `reset`, which puts back any other buffer, the layers' attributes (an RNN's hidden state) and what forward hooks recorded, as on entry (and so does the exit)"
     norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     of_norms = {id(b) for m in norms for b in m.buffers(recurse=False)}
     others = [b for b in module.buffers() if id(b) not in of_norms]
     saved = [b.detach().clone() for b in others]  # usually none: nothing to copy
     for m in norms: m.track_running_stats = False
-    try: yield
-    finally:
-        for m in norms: m.track_running_stats = True
+    put_back = attributes_of([*module.modules(), *hook_owners(module)])  # hooks still run: some models need them to compute
+    def reset():
         with torch.no_grad():
             for b, s in zip(others, saved): b.copy_(s)
+        put_back()
+    try: yield reset
+    finally:
+        reset()
+        for m in norms: m.track_running_stats = True
 
 # %% ../nbs/01_core.ipynb #68a21d31
 def trial_rng_devices(module:nn.Module|None, params:Sequence[Tensor]) -> list[int]:
@@ -141,7 +166,7 @@ def losses_along(params:Sequence[Tensor], origin:Sequence[Tensor], delta:Sequenc
                  loss_fn:Callable[..., Tensor], module:nn.Module=None, trials:str='loop') -> Tensor:
     "Losses at `origin + m*delta`, a row for each `m` in `mults`: no gradients, no trace in `module`'s buffers, same randomness for all"
     devices = trial_rng_devices(module, params)
-    with torch.no_grad(), trial_mode(module if module is not None else nn.Module()):
+    with torch.no_grad(), trial_mode(module if module is not None else nn.Module()) as reset:
         if trials == 'vmap':
             with torch.random.fork_rng(devices=devices): losses = losses_vmapped(module, params, origin, delta, mults, loss_fn)
         else:
@@ -149,6 +174,7 @@ def losses_along(params:Sequence[Tensor], origin:Sequence[Tensor], delta:Sequenc
             for m in mults:
                 move_to(params, origin, delta, m)
                 with torch.random.fork_rng(devices=devices): losses.append(sample_losses(loss_fn()))
+                reset()  # each trial starts from the state the training forward left
             losses = torch.stack(losses)
     losses = losses.to(params[0].device, non_blocking=True)  # where the winner is used (a no-op unless the loss is elsewhere)
     return mean_across_processes(losses)  # each process judged its own shard: all must pick one winner
