@@ -21,3 +21,25 @@ def test_two_processes_take_the_same_walk_whenever_their_results_land(tmp_path, 
     assert a['history']['skipped'] == [i == 2 for i in a['history']['iter']]
     assert all(torch.equal(x, y) for x, y in zip(a['weights'], b['weights']))
     assert len(set(a['history']['lr'])) > 2  # and the walk really walked
+
+def test_trials_add_no_buffer_broadcasts_to_ddp(tmp_path):
+    "DDP broadcasts buffers before a forward that follows a training forward; trials leave buffers alone, so they broadcast none"
+    import torch.distributed as dist
+    from torch import nn
+    from torch.nn.parallel import DistributedDataParallel
+    from walkopt.core import losses_along
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path}/rendezvous', rank=0, world_size=1)
+    try:
+        model = DistributedDataParallel(nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 1)))
+        broadcasts, sync = [], model._sync_buffers
+        model._sync_buffers = lambda: broadcasts.append(1) or sync()
+        params, x, y = list(model.parameters()), torch.randn(8, 4), torch.randn(8, 1)
+        for _ in range(3):
+            nn.functional.mse_loss(model(x), y).backward()
+            origin = [p.detach().clone() for p in params]
+            with torch.no_grad():
+                for p in params: p -= 1e-2 * p.grad; p.grad = None
+            delta = [p.detach() - o for p, o in zip(params, origin)]
+            losses_along(params, origin, delta, [0., .5, 1., 2.], lambda: nn.functional.mse_loss(model(x), y), model)
+        assert len(broadcasts) == 3  # one before each training forward, as without trials (it was one per trial too)
+    finally: dist.destroy_process_group()

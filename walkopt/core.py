@@ -79,9 +79,9 @@ def recentre(scale:float, mult:float, smallest:float, bounds:tuple[float,float],
 # %% ../nbs/01_core.ipynb #5e8020b7
 def attributes_of(objs:Sequence) -> Callable[[], None]:
     "Note the attributes of `objs` now; return what puts them back (shallowly: whatever was reassigned comes back)"
-    saved = [(o, dict(vars(o))) for o in objs]
+    saved = [(vars(o), dict(vars(o))) for o in objs]
     def put_back():
-        for o, attrs in saved: vars(o).clear(); vars(o).update(attrs)
+        for now, attrs in saved: now.clear(); now.update(attrs)
     return put_back
 
 @contextmanager
@@ -96,24 +96,31 @@ def hook_owners(module:nn.Module) -> list:
     hooks = [*nn.modules.module._global_forward_hooks.values(), *nn.modules.module._global_forward_pre_hooks.values()]
     for m in module.modules(): hooks += [*m._forward_hooks.values(), *m._forward_pre_hooks.values()]
     methods = [f for h in hooks if inspect.ismethod(f := getattr(h, 'func', h))]  # a hook, or a `partial` of one
-    return list({id(f.__self__): f.__self__ for f in methods if hasattr(f.__self__, '__dict__')}.values())
+    return list({id(f.__self__): f.__self__ for f in methods if type(getattr(f.__self__, '__dict__', None)) is dict}.values())
 
 @contextmanager
 def trial_mode(module:nn.Module):
     "Within: BatchNorm layers normalise with batch statistics and leave their running statistics alone; yields `reset`, which puts back any other buffer, the layers' attributes (an RNN's hidden state) and what forward hooks recorded, as on entry (and so does the exit)"
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    layers = list(module.modules())
+    norms = [m for m in layers if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     of_norms = {id(b) for m in norms for b in m.buffers(recurse=False)}
     others = [b for b in module.buffers() if id(b) not in of_norms]
     saved = [b.detach().clone() for b in others]  # usually none: nothing to copy
     for m in norms: m.track_running_stats = False
-    put_back = attributes_of([*module.modules(), *hook_owners(module)])  # hooks still run: some models need them to compute
+    put_back = attributes_of([*layers, *hook_owners(module)])  # hooks still run: some models need them to compute
+    ddps = [m for m in layers if isinstance(m, nn.parallel.DistributedDataParallel)]
+    def quiet_ddp():
+        for m in ddps: m.require_forward_param_sync = False  # trials leave buffers alone: nothing to broadcast
     def reset():
         with torch.no_grad():
             for b, s in zip(others, saved): b.copy_(s)
         put_back()
+        quiet_ddp()
+    quiet_ddp()
     try: yield reset
     finally:
         reset()
+        put_back()  # DDP's flag too: the next training forward broadcasts buffers as it would have
         for m in norms: m.track_running_stats = True
 
 # %% ../nbs/01_core.ipynb #68a21d31
