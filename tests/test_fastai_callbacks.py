@@ -89,9 +89,26 @@ class DropTargets(Callback):
 
 def test_batches_without_targets_are_left_to_fastai():
     learn = fit_quietly(tiny_learner(cbs=[WalkCallback(), DropTargets(), CollectDataCallback()]), 1)
-    assert learn.walk.history['iter'].tolist() == [1, 3, 5, 7]  # the first batch had none: it crashed on loss_grad
+    h = learn.walk.history
+    assert h['iter'].tolist() == [1, 3, 5, 7]  # the first batch had none: it crashed on loss_grad
     data = learn.collect_data.data
     assert len(data) == 8 + 2 and [len(yb) for _, yb, _, _ in data[:8]] == [0, 1] * 4
+    close(learn.recorder.lrs, h['lr'].tolist())  # Recorder logs the batches with targets only: the walks' lrs, in place
+
+class StepEvents(Callback):
+    "Counts, after the walk, the step events it sees and the training forwards its `after_pred` sees"
+    order = WalkCallback.order + 5
+    def before_fit(self): self.before, self.cancelled, self.after, self.preds = 0, 0, 0, 0
+    def before_step(self): self.before += 1
+    def after_cancel_step(self): self.cancelled += 1
+    def after_step(self): self.after += 1
+    def after_pred(self): self.preds += self.training
+
+def test_other_callbacks_see_every_step_event_and_only_training_forwards():
+    "The walk takes fastai's step in its place: no step is cancelled, and no callback's after_pred sees a trial"
+    learn = fit_quietly(tiny_learner(cbs=[WalkCallback(every=2), StepEvents()]), 1)
+    seen = learn.step_events
+    assert (seen.before, seen.cancelled, seen.after, seen.preds) == (8, 0, 8, 8)
 
 class HookedEqualsPred(Callback):
     "After each training batch: whether a hook on the last layer still holds the training forward's output"
@@ -143,6 +160,10 @@ def test_mixup_and_cutmix_losses_judge_the_batch_with_its_own_mix(Mix):
     assert len(probe.expected) == 7
     close([h.loc[i, 'base_loss'] for i in probe.expected], list(probe.expected.values()), eps=1e-5)  # not the next batch's mix
     assert learn.loss_func is loss_func  # the mixing callback put its loss function back
+
+def test_mixup_with_a_trial_size_judges_the_cut_batch_with_its_cut_mix():
+    learn = fit_quietly(image_learner(cbs=[WalkCallback(trial_size=8), MixUp()]), 1)  # it crashed: 16 partners for 8 samples
+    assert len(learn.walk.history) == 8 and np.isfinite(learn.walk.history['base_loss']).all()
 
 # ---- the others: trained beside the walk, each does its job
 

@@ -12,19 +12,21 @@ import numpy as np, pandas as pd, torch
 from fastcore.basics import noop, patch
 from fastcore.docments import docments
 from fastcore.foundation import L
-from fastai.callback.core import Callback, CancelStepException
+from fastai.callback.core import Callback
 from fastai.callback.fp16 import NonNativeMixedPrecision, to_model_params
+from fastai.callback.mixup import MixHandler
+from fastai.callback.rnn import RNNCallback
 from fastai.callback.schedule import ParamScheduler, combined_cos
 from fastai.learner import Learner, SkipToEpoch, ValueMetric
 from fastai.optimizer import Lookahead
-from fastai.torch_core import apply, to_float
+from fastai.torch_core import apply, find_bs, to_float
 from .core import *
 
 # %% auto #0
 __all__ = ['SCALE_HYPER', 'SETTLED_HYPER', 'WALKED_HYPER', 'HISTORY_COLUMNS', 'optimizer_steps', 'GridCentre', 'WalkLog',
-           'method_state', 'as_method_state', 'replay_after_pred', 'per_sample_losses', 'TrialJudge', 'check_trainable',
-           'check_walkable', 'show_walked_lrs', 'check_walk_lrs', 'check_fraction', 'WalkLrMetric', 'WalkCallback',
-           'options_doc', 'with_walk_options']
+           'method_state', 'as_method_state', 'replay_after_pred', 'reduction_of', 'per_sample_losses', 'TrialJudge',
+           'check_trainable', 'check_walkable', 'show_walked_lrs', 'check_walk_lrs', 'check_fraction', 'WalkLrMetric',
+           'WalkCallback', 'options_doc', 'with_walk_options']
 
 # %% ../nbs/02_callback.ipynb #5ffc6ec0
 def optimizer_steps(opt) -> tuple:
@@ -118,8 +120,8 @@ class WalkLog:
 # %% ../nbs/02_callback.ipynb #aca10a3c
 def method_state(f) -> dict|None:
     "The attributes of the object `f` is a method of (a shallow copy), or `None` if `f` is not a method (or a module's)"
-    if not inspect.ismethod(f) or isinstance(f.__self__, torch.nn.Module) or not hasattr(f.__self__, '__dict__'): return None
-    return dict(vars(f.__self__))
+    if not inspect.ismethod(f) or isinstance(f.__self__, torch.nn.Module): return None
+    return dict(vars(f.__self__)) if type(getattr(f.__self__, '__dict__', None)) is dict else None
 
 @contextmanager
 def as_method_state(f, state:dict|None):
@@ -130,45 +132,57 @@ def as_method_state(f, state:dict|None):
         vars(owner).update(state)
         yield
 
-def replay_after_pred(learn:Learner, pred):
-    "`pred` as the learner's `after_pred` callbacks leave it (`RNNCallback` keeps the first of an RNN's outputs), with the learner and callbacks' attributes as they were"
-    with attributes_kept([learn, *learn.cbs]):
+def replay_after_pred(learn:Learner, pred, kinds:tuple):
+    "`pred` as the `after_pred` of `learn`'s callbacks of `kinds` leave it (`RNNCallback` keeps the first of an RNN's outputs), the learner and those callbacks' attributes as they were"
+    cbs = [cb for cb in learn.cbs.sorted('order') if isinstance(cb, kinds)]
+    if not cbs: return pred
+    with attributes_kept([learn, *cbs]):
         learn.pred = pred
-        learn('after_pred')
+        for cb in cbs: cb('after_pred')
         return learn.pred
+
+def reduction_of(loss_func):
+    "What holds `loss_func`'s `reduction`: itself, or the loss function fastai's `MixUp` and `CutMix` mix (`None`: nothing)"
+    if hasattr(loss_func, 'reduction'): return loss_func
+    owner = getattr(loss_func, '__self__', None)
+    return owner.old_lf if isinstance(owner, MixHandler) and hasattr(getattr(owner, 'old_lf', None), 'reduction') else None
 
 @contextmanager
 def per_sample_losses(loss_func, on:bool=True):
-    "Within: `loss_func` returns per-sample losses, if `on` and it has a `reduction` to set"
-    before = getattr(loss_func, 'reduction', None) if on else None
-    if before is not None: loss_func.reduction = 'none'
+    "Within: `loss_func` returns per-sample losses, if `on` and it has a `reduction` to set (`reduction_of`)"
+    holder = reduction_of(loss_func) if on else None
+    before = getattr(holder, 'reduction', None)
+    if before is not None: holder.reduction = 'none'
     try: yield
     finally:
-        if before is not None: loss_func.reduction = before
+        if before is not None: holder.reduction = before
 
 class TrialJudge:
     "What the trials are judged on: the training batch `lag` steps back, its first `size` samples, as the training forward ran"
+    replayed = (RNNCallback,)  # callbacks whose `after_pred` turns the model's output into what the loss takes: trials replay it
     def __init__(self, lag:int=4, size:int=None, per_sample:bool=False):
         self.lag, self.size, self.per_sample = lag, size, per_sample
         self.reset()
     def reset(self):
         "Forget the fit's batches"
         self.recent, self.autocast, self.to_model = deque(maxlen=max(self.lag, 1)), None, None
-    def cut(self, xb, yb) -> tuple:
-        "The batch as trials see it: its first `size` samples, if set (tensors with a batch dimension are cut)"
-        if self.size is None: return xb, yb
-        cut = lambda t: t[:self.size].clone() if isinstance(t, torch.Tensor) and t.ndim else t  # not a view of the whole batch
-        return apply(cut, xb), apply(cut, yb)
+    def judged(self, xb, yb, loss_func=None) -> tuple:
+        "The batch as trials see it, with what `loss_func` reads if a method (`method_state`): the first `size` samples, if set"
+        state = method_state(loss_func)
+        if self.size is None: return xb, yb, state
+        n = find_bs(xb)  # tensors with a batch dimension are cut (`MixUp`'s partners and weights too), and copied
+        cut = lambda t: t[:self.size].clone() if isinstance(t, torch.Tensor) and t.ndim and len(t) == n else t
+        return apply(cut, xb), apply(cut, yb), apply(cut, state)
     def keep(self, xb, yb, loss_func=None):
-        "A batch that took a step, to judge later steps on; with what `loss_func`, if a method (`MixUp`'s), read then"
-        if self.lag: self.recent.append((*self.cut(xb, yb), method_state(loss_func)))
+        "A batch that took a step, to judge later steps on, with what `loss_func` reads if a method (`MixUp`'s), then"
+        if self.lag: self.recent.append(self.judged(xb, yb, loss_func))
     def loss(self, learn:Learner, forward=None) -> Tensor:
         "The loss of a trial: through `forward` (`vmap`'s) or `learn.model`"
-        xb, yb, state = self.recent[0] if self.recent else (*self.cut(learn.xb, learn.yb), None)
+        xb, yb, state = self.recent[0] if self.recent else self.judged(learn.xb, learn.yb, learn.loss_func)
         if self.to_model is not None: self.to_model()  # fp32 master weights into the fp16 model (`to_non_native_fp16`)
         with torch.autocast(**self.autocast), per_sample_losses(learn.loss_func, self.per_sample), \
              as_method_state(learn.loss_func, state):
-            pred = replay_after_pred(learn, (forward or learn.model)(*xb))
+            pred = replay_after_pred(learn, (forward or learn.model)(*xb), self.replayed)
             floated = self.autocast['enabled'] or self.to_model is not None  # as `MixedPrecision`/`NonNativeMixedPrecision` do
             return learn.loss_func(to_float(pred) if floated else pred, *yb)
     def __getstate__(self): return dict(lag=self.lag, size=self.size, per_sample=self.per_sample)  # no batches in an export
@@ -200,13 +214,13 @@ def check_walkable(learn:Learner, trials) -> Callable|None:
                                          "would not see the candidates (every walk would stay put)")
     return functools.partial(to_model_params, masters.model_pgs, masters.master_pgs, masters.flat_master)
 
-def show_walked_lrs(learn:Learner, used:dict[int, float]):
-    "`Recorder` and `ParamScheduler` logged the lrs the user or schedule set: show them those the steps `used` (`plot_sched`)"
-    def walked(lrs): return [used.get(i, lr) for i, lr in enumerate(lrs)]
+def show_walked_lrs(learn:Learner, used:dict[int, float], logged:list[int]):
+    "`Recorder` and `ParamScheduler` logged the lrs the user or schedule set: show them those the steps `used`, by iteration (`Recorder` logged the iterations `logged`, those with targets)"
     for cb in learn.cbs:
-        if isinstance(cb, ParamScheduler) and 'lr' in getattr(cb, 'hps', {}): cb.hps['lr'] = walked(cb.hps['lr'])
+        if isinstance(cb, ParamScheduler) and 'lr' in getattr(cb, 'hps', {}):
+            cb.hps['lr'] = [used.get(i, lr) for i, lr in enumerate(cb.hps['lr'])]
     if hasattr(learn, 'recorder'):
-        learn.recorder.lrs = walked(learn.recorder.lrs)
+        learn.recorder.lrs = [used.get(i, lr) for i, lr in zip(logged, learn.recorder.lrs)]
         learn.recorder.hps = {'lr': learn.recorder.lrs}  # for `plot_sched`; a ParamScheduler overwrites it next
 
 # %% ../nbs/02_callback.ipynb #ce798aa2
@@ -264,7 +278,7 @@ class WalkCallback(Callback):
         self._init_state()
 
     def _init_state(self):
-        self._log, self._until, self._next_until, self._earlier = None, self.walk_until, None, []
+        self._log, self._until, self._next_until, self._earlier, self._logged = None, self.walk_until, None, [], []
         self._walking = self._training_fit = self._stepped = self._warned = False
         self._steps = 0
 
@@ -311,7 +325,7 @@ class WalkCallback(Callback):
         self._walking = not hasattr(self.learn, 'lr_finder')
         self._training_fit = self._walking and not self.learn.lock.locked()  # `validate`, `get_preds` hold the lock
         self._drop_column()
-        self._steps, self._warned, self._stepped = 0, False, False
+        self._steps, self._warned, self._stepped, self._logged = 0, False, False, []
         self.judge.reset()
         if not self._training_fit: return
         walks = [cb.name for cb in self.learn.cbs if isinstance(cb, WalkCallback)]
@@ -326,6 +340,7 @@ class WalkCallback(Callback):
         device = next(p for pg in self.opt.param_lists for p in pg if p.requires_grad).device
         for grid in (self.mults, (1.,)): device_grid(grid, device)  # made now: copying them there later would wait
         self.learn.metrics.append(WalkLrMetric(self._epoch_median_lr, 'walk_lr'))
+        self._take_steps()
 
     def before_batch(self): self._stepped = False
 
@@ -337,16 +352,26 @@ class WalkCallback(Callback):
         if self._walking: self.judge.autocast = current_autocast(self.model)
 
     def after_loss(self):
-        if self._walking and len(self.yb) and self.loss_grad.numel() != 1:  # without targets, fastai computes no loss
+        if not (self._training_fit and len(self.yb)): return  # without targets fastai computes no loss and `Recorder` logs nothing
+        self._logged.append(self.train_iter)
+        if self.loss_grad.numel() != 1:
             raise ValueError(f"WalkCallback needs a scalar loss to compare candidates, got shape {tuple(self.loss_grad.shape)}"
                              " (use a reduction such as 'mean')")
 
-    def before_step(self):
-        "Step at the walked lr (walking, when due), then put straight back the lrs the user or the schedule set"
-        if not self._walking: return
+    def _take_steps(self):
+        "Take fastai's optimizer steps for this fit (`Learner._step`); one an interrupted fit left behind steps plainly and goes"
+        learn = self.learn
+        def step():
+            if self in learn.cbs and self._training_fit: return self.step()
+            learn.__dict__.pop('_step', None)
+            learn.opt.step()
+        learn._step = step
+
+    def step(self):
+        "The optimizer's step in a training fit: at the walked lr, walking when due; then the lrs the user or the schedule set go straight back"
         self._take_in()
         params = self._walk_params()
-        if not params: return
+        if not params: return self.opt.step()  # nothing to move
         walking = self.pct_train < self._until
         if not walking and not self.centre.settled: self._settle()
         self._stepped, self._steps = True, self._steps + 1
@@ -358,7 +383,6 @@ class WalkCallback(Callback):
                 self.opt.step()
                 self._log.stepped(self.train_iter, base_lrs[-1] * self.centre.value)
         finally: self.opt.set_hyper('lr', base_lrs)  # no other callback sees the walked lr (schedulers, trackers, checkpoints)
-        raise CancelStepException()  # the step is taken
 
     def _walk(self, params:list, base_lr:float):
         "Walk from this step; on an error the weights are where `walk_to_best` leaves them"
@@ -383,7 +407,8 @@ class WalkCallback(Callback):
     def after_fit(self):
         if self._training_fit:
             self._take_in()
-            show_walked_lrs(self.learn, self._log.lrs_used())
+            show_walked_lrs(self.learn, self._log.lrs_used(), self._logged)
+            self.learn.__dict__.pop('_step', None)  # fastai's own step again
             self.centre.unsettle()  # the next fit walks on from the walked centre, not the settled one
             self._save_centre()
         self.judge.reset()

@@ -146,7 +146,7 @@ class LateHostCopy(HostCopy):
         return self._in_flight is None
     def _land(self): self.host, self._in_flight = self._in_flight, None
 
-PER_BATCH_HOOKS = ('before_batch', 'after_pred', 'after_loss', 'before_step', 'after_batch')
+PER_BATCH_HOOKS = ('before_batch', 'after_pred', 'after_loss', 'step', 'after_batch')
 
 def run_hooks_inside(cb:Callback, context:Callable):
     "Make each per-batch hook of `cb` run inside `context()`: a host-read counter, CUDA's sync-debug mode"
