@@ -13,7 +13,7 @@ $(VENV)/.installed: $(BIN)/python setup.py settings.ini constraints-dev.txt
 	$(BIN)/python -m pip install -q -e ".[dev]" -c constraints-dev.txt
 	touch $@
 
-# The comparison on MNIST-1D: the walk vs lr_find + fit_one_cycle, fit_one_cycle and fit (about 2 minutes on 2 cores).
+# The comparison on MNIST-1D: the walk vs lr_find + fit_one_cycle, fit_one_cycle and fit (about 1 minute on 2 cores, once installed).
 demo: $(VENV)/.installed
 	$(BIN)/walkopt-compare --epochs 10 --lrs 1e-5,1e-4,1e-3,1e-2,1e-1 --out runs/demo
 
