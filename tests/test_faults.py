@@ -10,7 +10,8 @@ from fastai.losses import MSELossFlat
 from fastai.optimizer import OptimWrapper, Lookahead, SGD
 from walkopt.callback import WalkCallback
 from walkopt.core import HostCopy, walk_to_best, walk_multipliers
-from walkopt.test_utils import tiny_learner, fit_quietly, optimizer_state, SnapshotBeforeStep, FailingLoss, nan_loss_at, LateHostCopy, ReplayLrs, allocations
+from walkopt.test_utils import (tiny_learner, fit_quietly, optimizer_state, SnapshotBeforeStep, FailingLoss, nan_loss_at, LateHostCopy,
+                                 ReplayLrs, allocations, max_gap)
 
 def same_state(a, b): return all(a_.keys() == b_.keys() and all(torch.equal(a_[k], b_[k]) for k in a_) for a_, b_ in zip(a, b))
 
@@ -184,6 +185,18 @@ def test_after_an_interrupted_fit_the_next_fit_steps_at_its_own_lr():
     fit_quietly(learn, 1, lr=0.5)
     h, unit = learn.walk.history, learn.walk.mults.index(1.)
     assert [lrs[unit] / scale for lrs, scale in zip(h['lrs'], h['scale'])] == pytest.approx([0.5] * 8)
+
+def test_a_walk_removed_after_an_interrupted_fit_leaves_fastai_its_own_step():
+    "The walk takes fastai's step in its place during a fit; an interrupt leaves that in the Learner, which then steps plainly"
+    learn = tiny_learner(cbs=[walk := WalkCallback(), InterruptAt(3)])
+    with pytest.raises(KeyboardInterrupt): fit_quietly(learn)
+    assert '_step' in learn.__dict__ and len(learn.metrics) == 1  # the fit's end never came
+    learn.remove_cbs([InterruptAt, walk])
+    assert '_step' not in learn.__dict__ and learn.metrics == []  # it crashed the next fit: its column asked for the epoch
+    before = [p.detach().clone() for p in learn.model.parameters()]
+    fit_quietly(learn, 1, lr=1e-2)
+    assert len(walk.history) == 4 and len(learn.recorder.values[-1]) == 2  # train and valid loss, no walk_lr
+    assert max_gap(before, learn.model.parameters()) > 1e-3  # fastai's own step moved the weights
 
 def test_an_interrupted_undo_is_finished_before_lr_find_saves_the_optimizer():
     learn = nan_loss_at(tiny_learner(cbs=[WalkCallback(), InterruptAt(2)]), {2})

@@ -282,6 +282,19 @@ class WalkCallback(Callback):
         self._walking = self._training_fit = self._stepped = self._warned = False
         self._steps = 0
 
+    @property
+    def learn(self) -> Learner|None:
+        "The learner the walk is part of (fastai sets it in `add_cb`, and to `None` in `remove_cb`)"
+        return self.__dict__.get('_learner')
+
+    @learn.setter
+    def learn(self, learn):
+        old = self.learn
+        if old is not None and learn is not old:  # removed (an interrupted fit leaves its column and step behind)
+            self._drop_column(old)
+            if getattr(old.__dict__.get('_step'), 'walk', None) is self: del old.__dict__['_step']
+        self.__dict__['_learner'] = learn
+
     def for_next_fit(self, walk_until:float|None):
         "Walk until `walk_until` of the next fit only (`fit_walk`'s `pct_walk`; `None` cancels): the option itself stays"
         self._next_until = None if walk_until is None else check_fraction('walk_until', walk_until)
@@ -324,7 +337,7 @@ class WalkCallback(Callback):
         self._until, self._next_until = self._next_until or self.walk_until, None
         self._walking = not hasattr(self.learn, 'lr_finder')
         self._training_fit = self._walking and not self.learn.lock.locked()  # `validate`, `get_preds` hold the lock
-        self._drop_column()
+        self._drop_column(self.learn)
         self._steps, self._warned, self._stepped, self._logged = 0, False, False, []
         self.judge.reset()
         if not self._training_fit: return
@@ -359,12 +372,13 @@ class WalkCallback(Callback):
                              " (use a reduction such as 'mean')")
 
     def _take_steps(self):
-        "Take fastai's optimizer steps for this fit (`Learner._step`); one an interrupted fit left behind steps plainly and goes"
+        "Take fastai's optimizer steps for this fit (`Learner._step`); left behind by an interrupted fit, it steps plainly once another fit starts, and goes"
         learn = self.learn
         def step():
-            if self in learn.cbs and self._training_fit: return self.step()
-            learn.__dict__.pop('_step', None)
+            if self._training_fit: return self.step()
+            del learn.__dict__['_step']
             learn.opt.step()
+        step.walk = self
         learn._step = step
 
     def step(self):
@@ -412,7 +426,7 @@ class WalkCallback(Callback):
             self.centre.unsettle()  # the next fit walks on from the walked centre, not the settled one
             self._save_centre()
         self.judge.reset()
-        self._drop_column()
+        self._drop_column(self.learn)
         self._walking = self._training_fit = False
 
     def _take_in(self):
@@ -430,8 +444,8 @@ class WalkCallback(Callback):
         self.centre.settle([r['scale'] for r in rows[len(rows) // 2:] if not r['skipped']])
         self._save_centre()
 
-    def _drop_column(self):
-        self.learn.metrics = [m for m in self.learn.metrics if not isinstance(m, WalkLrMetric)]
+    def _drop_column(self, learn:Learner):
+        learn.metrics = [m for m in learn.metrics if not isinstance(m, WalkLrMetric)]
 
     def _epoch_median_lr(self) -> float:
         self._take_in()  # `Recorder` asks after validation, before `after_epoch`
