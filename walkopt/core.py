@@ -111,15 +111,14 @@ def trial_mode(module:nn.Module):
     ddps = [m for m in layers if isinstance(m, nn.parallel.DistributedDataParallel)]
     def quiet_ddp():
         for m in ddps: m.require_forward_param_sync = False  # trials leave buffers alone: nothing to broadcast
-    def reset():
+    def put_buffers_back():
         with torch.no_grad():
             for b, s in zip(others, saved): b.copy_(s)
-        put_back()
-        quiet_ddp()
+    def reset(): put_buffers_back(); put_back(); quiet_ddp()
     quiet_ddp()
     try: yield reset
     finally:
-        reset()
+        put_buffers_back()
         put_back()  # DDP's flag too: the next training forward broadcasts buffers as it would have
         for m in norms: m.track_running_stats = True
 
