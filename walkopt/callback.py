@@ -292,7 +292,7 @@ class WalkCallback(Callback):
         old = self.learn
         if old is not None and learn is not old:  # removed (an interrupted fit leaves its column and step behind)
             self._drop_column(old)
-            if getattr(old.__dict__.get('_step'), 'walk', None) is self: del old.__dict__['_step']
+            self._give_back_step(old)
         self.__dict__['_learner'] = learn
 
     def for_next_fit(self, walk_until:float|None):
@@ -376,10 +376,14 @@ class WalkCallback(Callback):
         learn = self.learn
         def step():
             if self._training_fit: return self.step()
-            del learn.__dict__['_step']
+            self._give_back_step(learn)
             learn.opt.step()
         step.walk = self
         learn._step = step
+
+    def _give_back_step(self, learn:Learner):
+        "fastai's own `Learner._step` again, if `learn`'s is the one this walk took over"
+        if getattr(learn.__dict__.get('_step'), 'walk', None) is self: del learn.__dict__['_step']
 
     def step(self):
         "The optimizer's step in a training fit: at the walked lr, walking when due; then the lrs the user or the schedule set go straight back"
@@ -422,7 +426,7 @@ class WalkCallback(Callback):
         if self._training_fit:
             self._take_in()
             show_walked_lrs(self.learn, self._log.lrs_used(), self._logged)
-            self.learn.__dict__.pop('_step', None)  # fastai's own step again
+            self._give_back_step(self.learn)
             self.centre.unsettle()  # the next fit walks on from the walked centre, not the settled one
             self._save_centre()
         self.judge.reset()
